@@ -1,0 +1,88 @@
+"""The cascade: frame → detections → one batch of crops → embeddings →
+species or unknown. Models run once per frame at the lowest detector
+threshold; thresholds are applied afterwards, so they can move freely."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .detector import Detector
+from .identifier import Identifier
+from .prototypes import identify
+from .results import Detections, FrameResult, ObjectResult
+
+
+@dataclass
+class FrameAnalysis:
+    """What the models computed for one frame, before thresholds.
+
+    detections: N boxes (xyxy pixels) with scores ≥ ``det_floor``.
+    embeddings: N×D unit embeddings. similarity: N×C cosine to each class
+    in ``names``. ``resolve`` turns it into a FrameResult in microseconds.
+    """
+
+    image: str
+    width: int
+    height: int
+    detections: Detections
+    embeddings: np.ndarray
+    similarity: np.ndarray
+    names: list[str]
+    det_floor: float
+
+    def resolve(self, det_conf: float, cls_conf: float, topk: int = 3) -> FrameResult:
+        if det_conf < self.det_floor:
+            raise ValueError(f"det_conf {det_conf} is below the floor {self.det_floor} these detections were made at")
+        keep = np.flatnonzero(self.detections.score >= det_conf)
+        ids = identify(self.similarity[keep], self.names, cls_conf, topk)
+        objects = [
+            ObjectResult(tuple(float(v) for v in self.detections.xyxy[i]), float(self.detections.score[i]), r.species, r.similarity, r.topk)
+            for i, r in zip(keep, ids)
+        ]
+        return FrameResult(self.image, self.width, self.height, objects)
+
+
+class Cascade:
+    """Composes a Detector and an Identifier. ``det_floor`` is the lowest
+    detector threshold a later ``resolve`` may ask for."""
+
+    def __init__(self, detector: Detector, identifier: Identifier, det_floor: float | None = None):
+        self.detector, self.identifier = detector, identifier
+        self.det_floor = min(detector.cfg.conf, 0.05) if det_floor is None else det_floor
+
+    @property
+    def det_conf(self) -> float:
+        return self.detector.cfg.conf
+
+    @property
+    def cls_conf(self) -> float:
+        return self.identifier.cfg.threshold
+
+    def analyse_boxes(self, image: np.ndarray, detections: Detections, name: str = "") -> FrameAnalysis:
+        """Identify given boxes (ground truth, or a detector's)."""
+        emb = self.identifier.embed_boxes(image, detections.xyxy)
+        sim = self.identifier.prototypes.similarity(emb)
+        H, W = image.shape[:2]
+        return FrameAnalysis(name, W, H, detections, emb, sim, list(self.identifier.prototypes.names), float(detections.score.min(initial=0)))
+
+    def analyse(self, image: np.ndarray, name: str = "", tile: int | None = None, floor: float | None = None) -> FrameAnalysis:
+        """H×W×3 uint8 RGB frame → FrameAnalysis at the detector floor."""
+        return self.analyse_batch([image], [name], tile, floor)[0]
+
+    def analyse_batch(self, images: list[np.ndarray], names: list[str] | None = None, tile: int | None = None, floor: float | None = None) -> list[FrameAnalysis]:
+        floor = self.det_floor if floor is None else floor
+        names = names or [""] * len(images)
+        dets = self.detector.predict_batch(images, conf=floor, tile=tile)
+        out = []
+        for image, det, name in zip(images, dets, names):
+            a = self.analyse_boxes(image, det, name)
+            a.det_floor = floor
+            out.append(a)
+        return out
+
+    def predict(self, image: np.ndarray, name: str = "", det_conf: float | None = None, cls_conf: float | None = None, tile: int | None = None) -> FrameResult:
+        """Frame → FrameResult at the given (default: the model's) thresholds."""
+        det_conf = self.det_conf if det_conf is None else det_conf
+        a = self.analyse(image, name, tile, floor=min(self.det_floor, det_conf))
+        return a.resolve(det_conf, self.cls_conf if cls_conf is None else cls_conf, self.identifier.cfg.topk)

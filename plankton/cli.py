@@ -1,0 +1,176 @@
+"""Command line: ``python -m plankton predict|classify|info``.
+
+    python -m plankton predict FRAME_OR_FOLDER... --out DIR [--model DIR] [--det-conf F] [--cls-conf F] [--tile/--no-tile]
+    python -m plankton classify COCO_JSON --images DIR --out DIR [--model DIR]
+
+An input that cannot be read gets one line on stderr; the rest are still
+processed and the exit status is 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .images import DEFAULT_MAX_PIXELS, ImageError, find_images, read_image
+
+EXIT_OK, EXIT_PARTIAL = 0, 2
+
+
+def _err(msg: str) -> None:
+    print(f"plankton: {msg}", file=sys.stderr, flush=True)
+
+
+def _load_model(args):
+    from .artifact import load_artifact
+
+    return load_artifact(args.model, device=args.device)
+
+
+def _tile(args, cascade) -> int | None:
+    if args.tile is None:
+        return None
+    return (cascade.detector.cfg.tile or 640) if args.tile else 0
+
+
+def cmd_predict(args) -> int:
+    from .writers import save_annotated, write_coco, write_detections_csv
+
+    status, paths = EXIT_OK, []
+    for p in args.paths:
+        try:
+            paths += find_images([p])
+        except FileNotFoundError as e:
+            _err(str(e))
+            status = EXIT_PARTIAL
+    cascade = _load_model(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.annotate:
+        (out / "annotated").mkdir(exist_ok=True)
+    frames = []
+    det_conf = cascade.det_conf if args.det_conf is None else args.det_conf
+    cls_conf = cascade.cls_conf if args.cls_conf is None else args.cls_conf
+    for path in tqdm(paths, desc="frames", unit="frame", disable=len(paths) < 2 or args.quiet):
+        try:
+            image = read_image(path, max_pixels=args.max_pixels)
+        except ImageError as e:
+            _err(str(e))
+            status = EXIT_PARTIAL
+            continue
+        frame = cascade.predict(image, path.name, det_conf, cls_conf, tile=_tile(args, cascade))
+        frames.append(frame)
+        if args.annotate:
+            save_annotated(out / "annotated" / f"{path.stem}.jpg", image, frame)
+    write_detections_csv(out / "detections.csv", frames)
+    write_coco(out / "predictions.coco.json", frames, cascade.config.get("categories", []))
+    if not args.quiet:
+        n = sum(len(f.objects) for f in frames)
+        print(f"{len(frames)} frames, {n} objects → {out / 'detections.csv'}", file=sys.stderr)
+    return status
+
+
+def cmd_classify(args) -> int:
+    from .artifact import atomic_write_text
+    from .data import CocoError, load_coco
+    from .results import Detections
+    from .writers import csv_text
+
+    try:
+        ds = load_coco(args.coco, args.images, strict=False, check_files=False)
+    except CocoError as e:
+        _err(str(e).splitlines()[0])
+        return EXIT_PARTIAL
+    status = EXIT_OK
+    for problem in ds.problems:
+        _err(f"skipped: {problem}")
+        status = EXIT_PARTIAL
+    cascade = _load_model(args)
+    rows = []
+    for image_id in tqdm(sorted(ds.images), desc="frames", unit="frame", disable=len(ds.images) < 2 or args.quiet):
+        boxes = ds.boxes_of(image_id)
+        if not boxes:
+            continue
+        try:
+            image = read_image(ds.path_of(image_id), max_pixels=args.max_pixels)
+        except ImageError as e:
+            _err(str(e))
+            status = EXIT_PARTIAL
+            continue
+        dets = Detections(ds.xyxy_of(image_id), [1.0] * len(boxes))
+        frame = cascade.analyse_boxes(image, dets, ds.images[image_id].file_name).resolve(0.0, cascade.cls_conf if args.cls_conf is None else args.cls_conf, cascade.identifier.cfg.topk)
+        for b, o in zip(boxes, frame.objects):
+            row = {"ann_id": b.id, "image": ds.images[image_id].file_name, "species": o.species, "similarity": f"{o.similarity:.4f}", "true_species": ds.categories[b.category_id].name}
+            if len(o.topk) > 1:
+                row |= {"top2": o.topk[1].species, "top2_similarity": f"{o.topk[1].similarity:.4f}"}
+            rows.append(row)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "classifications.csv", csv_text(rows, ["ann_id", "image", "species", "similarity", "true_species", "top2", "top2_similarity"]))
+    if not args.quiet:
+        print(f"{len(rows)} boxes → {out / 'classifications.csv'}", file=sys.stderr)
+    return status
+
+
+def cmd_info(args) -> int:
+    from .artifact import read_config
+
+    cfg = read_config(args.model or os.environ.get("PLANKTON_MODEL_DIR") or _default_dir())
+    print(json.dumps({k: cfg.get(k) for k in ("name", "created", "versions", "detector", "embedder", "identifier")} | {"classes": cfg["prototypes"].get("names")}, indent=2, default=str))
+    return EXIT_OK
+
+
+def _default_dir():
+    from .artifact import DEFAULT_MODEL_DIR
+
+    return DEFAULT_MODEL_DIR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m plankton", description="Detect and identify plankton in microscope frames.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("--out", required=True, help="output folder")
+        sp.add_argument("--model", default=None, help="model folder (default: $PLANKTON_MODEL_DIR or the bundled model)")
+        sp.add_argument("--cls-conf", type=float, default=None, help="identifier similarity threshold (default: the model's)")
+        sp.add_argument("--device", default="cpu")
+        sp.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default %(default)s)")
+        sp.add_argument("--quiet", action="store_true")
+
+    pr = sub.add_parser("predict", help="detect and identify objects in frames")
+    pr.add_argument("paths", nargs="+", help="image files or folders")
+    common(pr)
+    pr.add_argument("--det-conf", type=float, default=None, help="detector confidence threshold (default: the model's)")
+    pr.add_argument("--tile", action=argparse.BooleanOptionalAction, default=None, help="sliced inference for small objects (default: the model's)")
+    pr.add_argument("--annotate", action="store_true", help="also write annotated images to OUT/annotated/")
+    pr.set_defaults(func=cmd_predict)
+
+    cl = sub.add_parser("classify", help="identify the boxes of a COCO file (no detector)")
+    cl.add_argument("coco", help="COCO detection file")
+    cl.add_argument("--images", default=None, help="image root (default: the COCO file's folder)")
+    common(cl)
+    cl.set_defaults(func=cmd_classify)
+
+    info = sub.add_parser("info", help="describe a model folder")
+    info.add_argument("--model", default=None)
+    info.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from .artifact import ArtifactError
+
+    try:
+        return args.func(args)
+    except ArtifactError as e:
+        _err(str(e))
+        return EXIT_PARTIAL
+    except KeyboardInterrupt:
+        _err("interrupted; no output file was left half-written")
+        return 130

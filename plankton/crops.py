@@ -1,0 +1,65 @@
+"""Object crops: one function serves training and inference, so the two
+cannot drift apart."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from .geometry import square_context_box
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """How a box becomes the embedder's input.
+
+    size: output side in pixels (crops are size×size×3 uint8 RGB).
+    context: padding on each side, as a fraction of the box's longer side.
+    min_side: boxes smaller than this (pixels) are treated as this big, so
+      tiny objects keep some surroundings instead of being blown up.
+    """
+
+    size: int = 96
+    context: float = 0.25
+    min_side: float = 16.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def background_colour(image: np.ndarray) -> tuple[int, int, int]:
+    """Median RGB of a frame (strided, so it stays cheap on 1920×1080):
+    used to pad crops that reach past the frame's edge, because black or
+    mirrored borders look like objects on a bright field."""
+    sample = image[::16, ::16].reshape(-1, image.shape[-1])
+    return tuple(int(v) for v in np.median(sample, axis=0))
+
+
+def extract_crops(image: np.ndarray, xyxy: np.ndarray, cfg: CropConfig, fill=None) -> np.ndarray:
+    """Crops of the boxes of one frame.
+
+    image: H×W×3 uint8 RGB. xyxy: N×4 pixels. Returns N×S×S×3 uint8 with
+    S = cfg.size: the square context region of each box (see
+    ``geometry.square_context_box``), padded with ``fill`` (default: the
+    frame's background colour) where it leaves the frame, then resized
+    (area filter when shrinking, bilinear when enlarging).
+    """
+    xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
+    out = np.empty((len(xyxy), cfg.size, cfg.size, 3), np.uint8)
+    if len(xyxy) == 0:
+        return out
+    if fill is None:
+        fill = background_colour(image)
+    H, W = image.shape[:2]
+    regions = np.round(square_context_box(xyxy, cfg.context, cfg.min_side)).astype(int)
+    for i, (x1, y1, x2, y2) in enumerate(regions):
+        side = max(x2 - x1, 1)
+        canvas = np.empty((side, side, 3), np.uint8)
+        canvas[:] = fill
+        sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x1 + side, W), min(y1 + side, H)
+        if sx2 > sx1 and sy2 > sy1:
+            canvas[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
+        interp = cv2.INTER_AREA if side > cfg.size else cv2.INTER_LINEAR
+        out[i] = cv2.resize(canvas, (cfg.size, cfg.size), interpolation=interp)
+    return out

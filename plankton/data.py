@@ -1,0 +1,414 @@
+"""COCO detection annotations: loading with validation, and the frame-level
+train/val split. Boxes are pixels: ``xywh`` as in COCO, ``xyxy`` corners."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+_SHOWN_PROBLEMS = 3
+
+
+class CocoError(ValueError):
+    """Invalid COCO input; ``problems`` lists every problem found, one line each."""
+
+    def __init__(self, message: str, problems: Iterable[str] = ()):
+        super().__init__(message)
+        self.problems = list(problems) or [message]
+
+
+@dataclass(frozen=True)
+class CocoImage:
+    id: int
+    file_name: str  # relative to the dataset's image_root, may hold a subfolder
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class CocoBox:
+    id: int
+    image_id: int
+    category_id: int
+    xywh: tuple[float, float, float, float]
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        x, y, w, h = self.xywh
+        return (x, y, x + w, y + h)
+
+
+@dataclass(frozen=True)
+class Category:
+    id: int
+    name: str
+
+
+@dataclass
+class CocoDataset:
+    """Validated annotations. Treat as read-only; derive with ``subset``."""
+
+    images: dict[int, CocoImage]
+    boxes: list[CocoBox]
+    categories: dict[int, Category]
+    image_root: Path
+    problems: list[str] = field(default_factory=list)
+    source: Path | None = None  # the annotation file, when loaded from one
+    sha256: str | None = None  # of the annotation file's bytes as loaded
+    _by_image: dict[int, list[CocoBox]] | None = field(
+        default=None, init=False, repr=False, compare=False)
+
+    def boxes_of(self, image_id: int) -> list[CocoBox]:
+        if self._by_image is None:
+            self._by_image = defaultdict(list)
+            for b in self.boxes:
+                self._by_image[b.image_id].append(b)
+        return list(self._by_image.get(image_id, ()))
+
+    def path_of(self, image_id: int) -> Path:
+        return self.image_root / self.images[image_id].file_name
+
+    def xyxy_of(self, image_id: int) -> np.ndarray:
+        """N×4 float32 (x1, y1, x2, y2) pixels, in the order of ``boxes_of``."""
+        boxes = [b.xyxy for b in self.boxes_of(image_id)]
+        return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+
+    def category_counts(self) -> dict[int, int]:
+        """Boxes per category id, including categories with no boxes."""
+        counts = dict.fromkeys(self.categories, 0)
+        for b in self.boxes:
+            counts[b.category_id] += 1
+        return counts
+
+    def subset(self, image_ids: Iterable[int]) -> CocoDataset:
+        """The given frames and their boxes; all categories are kept."""
+        keep = set(image_ids)
+        missing = keep - self.images.keys()
+        if missing:
+            raise KeyError(f"image ids not in the dataset: {sorted(missing)[:10]}")
+        return CocoDataset(
+            images={i: im for i, im in self.images.items() if i in keep},
+            boxes=[b for b in self.boxes if b.image_id in keep],
+            categories=dict(self.categories), image_root=self.image_root,
+            problems=list(self.problems), source=self.source, sha256=self.sha256)
+
+    def to_dict(self) -> dict:
+        """Plain COCO dict (with area and iscrowd, as pycocotools expects)."""
+        return {
+            "images": [{"id": im.id, "file_name": im.file_name, "width": im.width,
+                        "height": im.height} for im in self.images.values()],
+            "annotations": [{"id": b.id, "image_id": b.image_id, "category_id": b.category_id,
+                             "bbox": list(b.xywh), "area": b.xywh[2] * b.xywh[3], "iscrowd": 0}
+                            for b in self.boxes],
+            "categories": [{"id": c.id, "name": c.name, "supercategory": ""}
+                           for c in self.categories.values()],
+        }
+
+
+def _as_int(v) -> int | None:
+    # Some exporters write 1920.0; accept integral floats, never bools.
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    if isinstance(v, float) and not v.is_integer():
+        return None
+    return int(v)
+
+
+def _fmt_box(b) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in b) + "]"
+
+
+def _group_by_id(entries: list, kind: str, problems: list[str]) -> dict[int, list[dict]]:
+    """id → entries with that id, in file order; malformed entries become problems."""
+    groups: dict[int, list[dict]] = defaultdict(list)
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            problems.append(f"{kind}[{i}]: expected an object, got {type(e).__name__}")
+        elif _as_int(e.get("id")) is None:
+            problems.append(f"{kind}[{i}]: missing or non-integer id {e.get('id')!r}")
+        else:
+            groups[_as_int(e["id"])].append(e)
+    return groups
+
+
+def _parse_categories(entries: list, problems: list[str]) -> tuple[dict[int, Category], set[int]]:
+    groups = _group_by_id(entries, "categories", problems)
+    cats = {}
+    for cid, group in groups.items():
+        name = group[0].get("name")
+        if len(group) > 1:
+            names = ", ".join(str(g.get("name")) for g in group)
+            problems.append(f"category id {cid} appears {len(group)} times (names {names})")
+        elif not isinstance(name, str) or not name.strip():
+            problems.append(f"category {cid}: missing name")
+        else:
+            cats[cid] = Category(cid, name)
+    return cats, set(groups)
+
+
+def _parse_images(entries: list, root: Path, check_files: bool,
+                  problems: list[str]) -> tuple[dict[int, CocoImage], set[int]]:
+    groups = _group_by_id(entries, "images", problems)
+    images = {}
+    for iid, group in groups.items():
+        e = group[0]
+        fn, w, h = e.get("file_name"), _as_int(e.get("width")), _as_int(e.get("height"))
+        if len(group) > 1:
+            # Ambiguous which file the boxes belong to, so none of them is kept.
+            files = ", ".join(str(g.get("file_name")) for g in group)
+            problems.append(f"image id {iid} appears {len(group)} times (files {files})")
+        elif not isinstance(fn, str) or not fn:
+            problems.append(f"image {iid}: missing file_name")
+        elif w is None or h is None or w <= 0 or h <= 0:
+            problems.append(f"image {iid} ({fn}): missing or invalid width/height "
+                            f"({e.get('width')!r}x{e.get('height')!r})")
+        elif check_files and not (root / fn).is_file():
+            problems.append(f"image {iid}: file {fn} not found under {root}")
+        else:
+            images[iid] = CocoImage(iid, fn, w, h)
+    # One frame under two ids would let its boxes leak across the split.
+    by_file = defaultdict(list)
+    for im in images.values():
+        by_file[os.path.normpath(im.file_name)].append(im.id)
+    for fn, ids in by_file.items():
+        if len(ids) > 1:
+            problems.append(f"file {fn} is listed under image ids {', '.join(map(str, ids))}")
+            for i in ids:
+                del images[i]
+    return images, set(groups)
+
+
+def _parse_box(e: dict, where: str, im: CocoImage, tolerance: float,
+               problems: list[str]) -> tuple[float, float, float, float] | None:
+    """Validated COCO bbox clipped to the frame, or None after recording a problem."""
+    bbox = e.get("bbox")
+    if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                       and math.isfinite(v) for v in bbox)):
+        problems.append(f"{where}: bbox must be 4 finite numbers, got {bbox!r}")
+        return None
+    x, y, w, h = map(float, bbox)
+    if w <= 0 or h <= 0:
+        problems.append(f"{where}: box {_fmt_box(bbox)} has non-positive width or height")
+        return None
+    if x < -tolerance or y < -tolerance or x + w > im.width + tolerance or y + h > im.height + tolerance:
+        problems.append(f"{where}: box {_fmt_box(bbox)} extends outside the "
+                        f"{im.width}x{im.height} frame")
+        return None
+    x0, y0 = max(x, 0.0), max(y, 0.0)
+    x1, y1 = min(x + w, float(im.width)), min(y + h, float(im.height))
+    if x1 <= x0 or y1 <= y0:
+        problems.append(f"{where}: box {_fmt_box(bbox)} is empty once clipped to the frame")
+        return None
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
+def _parse_boxes(entries: list, images: dict[int, CocoImage], image_ids: set[int],
+                 categories: dict[int, Category], category_ids: set[int],
+                 tolerance: float, problems: list[str]) -> list[CocoBox]:
+    # Boxes of images or categories that were dropped for their own problem
+    # are dropped quietly: that problem is already reported.
+    boxes = []
+    for aid, group in _group_by_id(entries, "annotations", problems).items():
+        e = group[0]
+        iid, cid = _as_int(e.get("image_id")), _as_int(e.get("category_id"))
+        if len(group) > 1:
+            on = ", ".join(str(g.get("image_id")) for g in group)
+            problems.append(f"annotation id {aid} appears {len(group)} times (images {on})")
+        elif iid not in image_ids:
+            problems.append(f"annotation {aid}: unknown image id {e.get('image_id')!r}")
+        elif cid not in category_ids:
+            problems.append(f"annotation {aid}: unknown category id {e.get('category_id')!r}")
+        elif iid in images and cid in categories:
+            im = images[iid]
+            where = f"annotation {aid} (image {iid}, {im.file_name})"
+            xywh = _parse_box(e, where, im, tolerance, problems)
+            if xywh is not None:
+                boxes.append(CocoBox(aid, iid, cid, xywh))
+    return boxes
+
+
+def _read_json(path: Path) -> tuple[dict, bytes]:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CocoError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        doc = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CocoError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise CocoError(f"{path}: expected a JSON object, got {type(doc).__name__}")
+    for key in ("images", "annotations", "categories"):
+        if key not in doc:
+            raise CocoError(f"{path}: missing key '{key}'")
+        if not isinstance(doc[key], list):
+            raise CocoError(f"{path}: '{key}' must be a list, got {type(doc[key]).__name__}")
+    return doc, raw
+
+
+def load_coco(json_path: str | os.PathLike, image_root: str | os.PathLike | None = None, *,
+              check_files: bool = True, strict: bool = True, tolerance: float = 1.0) -> CocoDataset:
+    """Load and validate a COCO detection file.
+
+    ``file_name`` is resolved under ``image_root`` (default: the JSON's folder).
+    Boxes outside the frame by at most ``tolerance`` px are clipped. With
+    ``strict`` any problem raises CocoError; otherwise bad entries are dropped
+    and each problem is listed in ``.problems``.
+    """
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    json_path = Path(json_path)
+    root = Path(image_root) if image_root is not None else json_path.parent
+    doc, raw = _read_json(json_path)
+    problems: list[str] = []
+    categories, category_ids = _parse_categories(doc["categories"], problems)
+    images, image_ids = _parse_images(doc["images"], root, check_files, problems)
+    boxes = _parse_boxes(doc["annotations"], images, image_ids, categories, category_ids,
+                         tolerance, problems)
+    if strict and problems:
+        shown = "; ".join(problems[:_SHOWN_PROBLEMS])
+        more = len(problems) - _SHOWN_PROBLEMS
+        tail = f" ... and {more} more problem{'s' * (more > 1)}" if more > 0 else ""
+        raise CocoError(f"{json_path}: {shown}{tail}", problems)
+    return CocoDataset(images, boxes, categories, root, problems, json_path,
+                       hashlib.sha256(raw).hexdigest())
+
+
+_EMPTY = None  # pseudo-category of frames without boxes
+
+
+def split_frames(dataset: CocoDataset, val_fraction: float = 0.2,
+                 seed: int = 0) -> tuple[list[int], list[int]]:
+    """Split frames (never boxes) into sorted (train_ids, val_ids).
+
+    Every category found in >= 2 frames gets a frame on each side where the
+    val budget of round(val_fraction * n_frames) allows, rarest first; the
+    rest of val is filled so each category's val share of boxes (and the
+    share of empty frames) stays near val_fraction. Deterministic per seed.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    ids = sorted(dataset.images)
+    n_val = round(val_fraction * len(ids))
+    if val_fraction > 0 and len(ids) >= 2:
+        n_val = min(max(n_val, 1), len(ids) - 1)
+    rng = random.Random(seed)
+
+    counts: dict[int, Counter] = {i: Counter() for i in ids}
+    for b in dataset.boxes:
+        if b.image_id not in counts:
+            raise ValueError(f"box {b.id} refers to image {b.image_id}, not in the dataset")
+        counts[b.image_id][b.category_id] += 1
+    for c in counts.values():
+        if not c:
+            c[_EMPTY] = 1
+    total: Counter = Counter()
+    for c in counts.values():
+        total.update(c)
+    val_counts: Counter = Counter()
+    val: set[int] = set()
+    train: set[int] = set()
+
+    def cost_change(i: int) -> float:
+        """Change in sum of squared (val share - val_fraction) if frame i joins val."""
+        d = 0.0
+        for c, k in counts[i].items():
+            before = val_counts[c] / total[c] - val_fraction
+            d += (before + k / total[c]) ** 2 - before ** 2
+        return d
+
+    def add_val(i: int) -> None:
+        val.add(i)
+        val_counts.update(counts[i])
+
+    frames_of = defaultdict(list)
+    for i in ids:
+        for c in counts[i]:
+            if c is not _EMPTY:
+                frames_of[c].append(i)
+    # Rarest first, so a rare category's few frames are placed before
+    # commoner categories that share those frames claim them.
+    for c in sorted(frames_of, key=lambda c: (len(frames_of[c]), c)):
+        frames = frames_of[c]
+        if len(frames) < 2:
+            continue
+        free = [i for i in frames if i not in train]
+        if len(val) < n_val and free and val.isdisjoint(frames):
+            rng.shuffle(free)
+            add_val(min(free, key=cost_change))
+        free = [i for i in frames if i not in val]
+        if free and train.isdisjoint(frames):
+            train.add(rng.choice(free))
+
+    rest = [i for i in ids if i not in val and i not in train]
+    rng.shuffle(rest)
+    for i in rest:  # first take frames that bring the val shares closer to target
+        if len(val) >= n_val:
+            break
+        if cost_change(i) < 0:
+            add_val(i)
+    left = sorted((i for i in rest if i not in val), key=cost_change)  # stable: ties stay shuffled
+    for i in left[: max(0, n_val - len(val))]:
+        add_val(i)
+    return [i for i in ids if i not in val], sorted(val)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_split(path: str | os.PathLike, train_ids: Iterable[int], val_ids: Iterable[int],
+                dataset: CocoDataset, **meta) -> None:
+    """Write the split as JSON: {"train_ids", "val_ids", "train_files", "val_files", "meta"}.
+
+    meta gets the annotation file and its sha256 (when the dataset was loaded
+    from a file), the image root and counts, then the caller's ``meta``
+    (e.g. seed=0, val_fraction=0.2).
+    """
+    train_ids, val_ids = sorted(train_ids), sorted(val_ids)
+    both = set(train_ids) & set(val_ids)
+    if both:
+        raise ValueError(f"image ids in both train and val: {sorted(both)[:10]}")
+    unknown = set(train_ids + val_ids) - dataset.images.keys()
+    if unknown:
+        raise ValueError(f"image ids not in the dataset: {sorted(unknown)[:10]}")
+    info = {"annotations": str(dataset.source) if dataset.source else None,
+            "annotations_sha256": dataset.sha256, "image_root": str(dataset.image_root),
+            "n_train": len(train_ids), "n_val": len(val_ids), **meta}
+    doc = {"train_ids": train_ids, "val_ids": val_ids,
+           "train_files": [dataset.images[i].file_name for i in train_ids],
+           "val_files": [dataset.images[i].file_name for i in val_ids],
+           "meta": info}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, default=str))
+    tmp.replace(path)  # a crash never leaves a half-written split behind
+
+
+def read_split(path: str | os.PathLike) -> dict:
+    """The dict written by ``write_split``, checked for ids lists that do not overlap."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read split ({e})") from None
+    for key in ("train_ids", "val_ids"):
+        ids = doc.get(key) if isinstance(doc, dict) else None
+        if not isinstance(ids, list) or any(_as_int(i) is None for i in ids):
+            raise ValueError(f"{path}: '{key}' must be a list of integer image ids")
+    both = set(doc["train_ids"]) & set(doc["val_ids"])
+    if both:
+        raise ValueError(f"{path}: image ids in both train and val: {sorted(both)[:10]}")
+    return doc

@@ -1,0 +1,61 @@
+"""Identification metrics as pure functions over stored similarities, so a
+threshold can move without re-running any model. Built on scikit-learn."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import precision_recall_fscore_support
+
+from .results import UNKNOWN
+
+
+def predict_labels(similarity: np.ndarray, class_names: list[str], threshold: float) -> np.ndarray:
+    """N×C similarities → N predicted names, ``unknown`` below threshold."""
+    similarity = np.asarray(similarity, np.float32).reshape(-1, len(class_names))
+    if similarity.shape[1] == 0:
+        return np.full(len(similarity), UNKNOWN, dtype=object)
+    best = similarity.argmax(1)
+    names = np.asarray(class_names, dtype=object)[best]
+    return np.where(similarity.max(1) >= threshold, names, UNKNOWN).astype(object)
+
+
+def per_class_table(true_names: np.ndarray, similarity: np.ndarray, class_names: list[str], threshold: float) -> list[dict]:
+    """Precision, recall, F1 and support per true species at ``threshold``,
+    then "macro avg" and "weighted avg" rows over the species that have
+    support. Objects left ``unknown`` count as misses for their species;
+    species without a prototype can only be right by being ``unknown``,
+    which this table does not reward (see ``coverage_curve``)."""
+    true_names = np.asarray(true_names, dtype=object)
+    pred = predict_labels(similarity, class_names, threshold)
+    species = [n for n in dict.fromkeys(list(class_names) + sorted(set(true_names))) if n in set(true_names)]
+    if not species:
+        return []
+    p, r, f, s = precision_recall_fscore_support(true_names, pred, labels=species, zero_division=0)
+    rows = [{"species": n, "precision": float(a), "recall": float(b), "f1": float(c), "support": int(d)} for n, a, b, c, d in zip(species, p, r, f, s)]
+    for avg in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(true_names, pred, labels=species, average=avg, zero_division=0)
+        rows.append({"species": f"{avg} avg", "precision": float(p), "recall": float(r), "f1": float(f), "support": int(len(true_names))})
+    return rows
+
+
+def topk_accuracy(true_names: np.ndarray, similarity: np.ndarray, class_names: list[str], k: int) -> float:
+    """Share of N objects whose true species is among the k most similar classes."""
+    true_names = np.asarray(true_names, dtype=object)
+    if len(true_names) == 0:
+        return float("nan")
+    order = np.argsort(-np.asarray(similarity), axis=1)[:, :k]
+    names = np.asarray(class_names, dtype=object)
+    return float(np.mean([t in set(names[o]) for t, o in zip(true_names, order)]))
+
+
+def coverage_curve(true_names: np.ndarray, similarity: np.ndarray, class_names: list[str], thresholds=None) -> list[dict]:
+    """Accuracy on the objects that get a name, against coverage (the share
+    that get one rather than ``unknown``), as the threshold moves."""
+    true_names = np.asarray(true_names, dtype=object)
+    thresholds = np.round(np.linspace(0, 1, 41), 3) if thresholds is None else thresholds
+    rows = []
+    for t in thresholds:
+        pred = predict_labels(similarity, class_names, float(t))
+        named = pred != UNKNOWN
+        acc = float(np.mean(pred[named] == true_names[named])) if named.any() else float("nan")
+        rows.append({"threshold": float(t), "coverage": float(named.mean()) if len(pred) else 0.0, "accuracy": acc})
+    return rows

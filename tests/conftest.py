@@ -1,0 +1,76 @@
+"""Shared fixtures: real committed frames and tiny random-weight models."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("YOLO_OFFLINE", "true")
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+DATA = Path(__file__).parent / "data"
+FRAMES_COCO = DATA / "frames.coco.json"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_random_artifact(folder: Path, seed: int = 0, backbone: str = "efficientnet_lite0", crop: int = 64) -> Path:
+    """A complete artifact with random weights: a YOLOv8n-shaped detector at
+    640 px with a very low threshold (random weights score ~0.01), and
+    prototypes for the species of the committed frames built from random
+    embeddings."""
+    from plankton.artifact import save_artifact
+    from plankton.crops import CropConfig
+    from plankton.detector import DetectorConfig, build_detection_model
+    from plankton.embedder import EmbeddingNet
+    from plankton.identifier import IdentifierConfig
+    from plankton.prototypes import Prototypes
+
+    torch.manual_seed(seed)
+    coco = json.loads(FRAMES_COCO.read_text())
+    present = sorted({a["category_id"] for a in coco["annotations"]})
+    names = [c["name"] for c in coco["categories"] if c["id"] in present]
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(size=(10 * len(names), 512)).astype(np.float32)
+    protos = Prototypes.build(emb, np.repeat(np.arange(len(names)), 10), names, k=5, seed=seed)
+    return save_artifact(
+        folder,
+        detector=build_detection_model("yolov8n.yaml"),
+        detector_cfg=DetectorConfig(architecture="yolov8n.yaml", imgsz=640, conf=0.001),
+        embedder=EmbeddingNet(backbone, 512).eval(),
+        identifier_cfg=IdentifierConfig(crop=CropConfig(size=crop), threshold=0.0),
+        prototypes=protos,
+        categories=coco["categories"],
+        name="random-test-model",
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory) -> Path:
+    return make_random_artifact(tmp_path_factory.mktemp("model") / "random")
+
+
+@pytest.fixture(scope="session")
+def tiny_cascade(tiny_artifact):
+    from plankton.artifact import load_artifact
+
+    return load_artifact(tiny_artifact)
+
+
+@pytest.fixture(scope="session")
+def frames_coco():
+    from plankton.data import load_coco
+
+    return load_coco(FRAMES_COCO)
+
+
+@pytest.fixture(scope="session")
+def frame(frames_coco):
+    from plankton.images import read_image
+
+    image_id = sorted(frames_coco.images)[0]
+    return read_image(frames_coco.path_of(image_id)), frames_coco.xyxy_of(image_id)

@@ -1,0 +1,1 @@
+"""Training scripts. Each has ``main(argv=None)``; run as ``python -m training.NAME``."""

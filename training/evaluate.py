@@ -1,0 +1,145 @@
+"""Evaluate a model artifact on the validation frames (never trained on)
+and store the results in it: metrics.json, per_class.csv, confusion.png,
+reliability.png, learning_curve.png and validation.safetensors (embeddings,
+similarities and their UMAP layout, for the app).
+
+    python -m training.evaluate --model models/default --data work/data
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+from tqdm import tqdm
+
+from plankton.artifact import atomic_write_text, load_artifact, write_manifest
+from plankton.data import load_coco
+from plankton.images import read_image
+from plankton.metrics import coverage_curve, per_class_table, predict_labels, topk_accuracy
+from plankton.results import UNKNOWN, Detections
+from plankton.validation import ValidationSet, umap_layout
+from plankton.writers import csv_text
+
+from . import plots
+from .common import hardware, log, setup, write_json
+from .detection_metrics import coco_ap, precision_recall
+
+
+def identification_metrics(true: np.ndarray, sim: np.ndarray, names: list[str], threshold: float) -> dict:
+    """Scores on ground-truth boxes. top-1/top-5/F1 use the best match
+    (no threshold) over the species that have a prototype; ``per_class``
+    applies the threshold; ``open_set`` removes each species' prototype in
+    turn and counts how often its crops then come out unknown."""
+    known = np.isin(true, names)
+    t, s = true[known], sim[known]
+    pred = np.asarray(names, dtype=object)[s.argmax(1)] if len(t) else np.array([], dtype=object)
+    present = sorted(set(t))
+    unseen = []
+    for c in present:
+        keep = [j for j, n in enumerate(names) if n != c]
+        rows = s[t == c][:, keep]
+        unseen.append((c, float((rows.max(1) < threshold).mean()), int(len(rows))))
+    return {
+        "objects": int(len(t)), "objects_without_prototype": int((~known).sum()), "species": len(present),
+        "top1": float(accuracy_score(t, pred)), "top5": topk_accuracy(t, s, names, 5),
+        "f1_macro": float(f1_score(t, pred, labels=present, average="macro", zero_division=0)),
+        "f1_weighted": float(f1_score(t, pred, labels=present, average="weighted", zero_division=0)),
+        "threshold": threshold,
+        "unknown_rate_at_threshold": float(np.mean(predict_labels(s, names, threshold) == UNKNOWN)),
+        "per_class": per_class_table(true, sim, names, threshold),
+        "per_class_argmax": per_class_table(t, s, names, -1.0),
+        "coverage": coverage_curve(t, s, names),
+        "open_set": {"unknown_rate_macro": float(np.mean([u for _, u, _ in unseen])) if unseen else None,
+                     "unknown_rate_weighted": float(np.average([u for _, u, _ in unseen], weights=[n for *_, n in unseen])) if unseen else None,
+                     "per_species": [{"species": c, "unknown_rate": u, "objects": n} for c, u, n in unseen]},
+    }
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="models/default")
+    p.add_argument("--data", default="work/data", help="folder from training.prepare (split.json, crops.json)")
+    p.add_argument("--coco", default=None, help="annotation file (default: the one recorded in split.json)")
+    p.add_argument("--det-floor", type=float, default=0.001, help="detections kept for AP")
+    p.add_argument("--e2e-floor", type=float, default=0.01, help="detections identified for end-to-end AP")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only this many validation frames (quick tests)")
+    p.add_argument("--no-umap", action="store_true", help="skip the UMAP layout (quick tests)")
+    p.add_argument("--seed", type=int, default=0)
+    try:
+        from hub.push import add_push_arguments, push_from_args
+    except ImportError:
+        add_push_arguments = push_from_args = None
+    if add_push_arguments:
+        add_push_arguments(p)
+    args = p.parse_args(argv)
+    setup(args.seed)
+    start = time.perf_counter()
+    model_dir, data = Path(args.model), Path(args.data)
+    split = json.loads((data / "split.json").read_text())
+    coco = load_coco(args.coco or split["meta"]["source"], strict=False)
+    val_ids = split["val_ids"][: args.limit] if args.limit else split["val_ids"]
+    cascade = load_artifact(model_dir)
+    names = cascade.identifier.prototypes.names
+    cat_names = {c.id: c.name for c in coco.categories.values()}
+    det_conf, cls_conf = cascade.det_conf, cascade.cls_conf
+
+    gt, dets, e2e, true, embs = {}, {}, {}, [], []
+    t_det = t_id = 0.0
+    for i in tqdm(val_ids, desc="validation frames", unit="frame"):
+        image = read_image(coco.path_of(i))
+        gt[i] = [(b.xyxy, cat_names[b.category_id]) for b in coco.boxes_of(i)]
+        t0 = time.perf_counter()
+        dets[i] = cascade.detector.predict(image, conf=args.det_floor)
+        t1 = time.perf_counter()
+        a = cascade.analyse_boxes(image, Detections(coco.xyxy_of(i), np.ones(len(gt[i]))))
+        embs.append(a.embeddings)
+        true += [n for _, n in gt[i]]
+        e2e[i] = cascade.analyse_boxes(image, dets[i][dets[i].score >= args.e2e_floor]).resolve(args.e2e_floor, cls_conf)
+        t_det, t_id = t_det + t1 - t0, t_id + time.perf_counter() - t1
+    emb = np.concatenate(embs) if embs else np.zeros((0, cascade.identifier.model.dim), np.float32)
+    true = np.asarray(true, dtype=object)
+    sim = cascade.identifier.prototypes.similarity(emb)
+
+    det_gt = {i: np.array([b for b, _ in g], np.float32).reshape(-1, 4) for i, g in gt.items()}
+    detection = coco_ap({i: (det_gt[i], ["plankton"] * len(det_gt[i])) for i in gt}, {i: (d.xyxy, d.score, ["plankton"] * len(d)) for i, d in dets.items()})
+    detection |= precision_recall(det_gt, {i: d.xyxy[d.score >= det_conf] for i, d in dets.items()}) | {"threshold": det_conf}
+    e2e_ap = coco_ap({i: (det_gt[i], [n for _, n in gt[i]]) for i in gt},
+                     {i: (np.array([o.xyxy for o in f.objects], np.float32).reshape(-1, 4), np.array([o.det_score for o in f.objects]), [o.species for o in f.objects]) for i, f in e2e.items()})
+    ident = identification_metrics(true, sim, names, cls_conf)
+
+    vs = ValidationSet(emb, list(true), sim, names, np.zeros((len(emb), 2), np.float32), np.zeros((len(names), 2), np.float32))
+    if not args.no_umap and len(emb) > 5:
+        layout = umap_layout(np.vstack([emb, cascade.identifier.prototypes.means]), args.seed)
+        vs.layout, vs.prototype_layout = layout[: len(emb)], layout[len(emb):]
+    vs.save(model_dir / "validation.safetensors")
+
+    training = cascade.config.get("training", {})
+    metrics = {
+        "split": {"validation_frames": len(val_ids), "validation_objects": int(len(true)), "annotations_sha256": split["meta"].get("annotations_sha256")},
+        "detection": detection,
+        "identification": ident,
+        "end_to_end": {"species_ap50": e2e_ap["ap50"], "species_ap50_95": e2e_ap["ap50_95"], "detector_floor": args.e2e_floor, "identifier_threshold": cls_conf},
+        "learning_curve": (training.get("detector") or {}).get("learning_curve"),
+        "evaluation": {"command": "python -m training.evaluate " + " ".join(sys.argv[1:] if argv is None else argv), "hardware": hardware(),
+                       "wall_s": round(time.perf_counter() - start, 1), "detector_s_per_frame": round(t_det / max(len(val_ids), 1), 3), "identifier_s_per_frame": round(t_id / max(len(val_ids), 1), 3)},
+    }
+    write_json(model_dir / "metrics.json", metrics)
+    atomic_write_text(model_dir / "per_class.csv", csv_text(ident["per_class"], ["species", "precision", "recall", "f1", "support"]))
+    plots.confusion(true, predict_labels(sim, names, cls_conf), model_dir / "confusion.png")
+    plots.reliability(true, sim, names, model_dir / "reliability.png")
+    plots.learning_curves(metrics["learning_curve"], (training.get("embedder") or {}).get("history"), model_dir / "learning_curve.png")
+    write_manifest(model_dir)
+    log.info("detection AP50 %.3f recall %.3f | identification top-1 %.3f F1-macro %.3f | end-to-end AP50 %.3f",
+             detection["ap50"], detection["recall"], ident["top1"], ident["f1_macro"], e2e_ap["ap50"])
+    if push_from_args and getattr(args, "push_to_hub", None):
+        push_from_args(model_dir, args)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Train the embedder: backbone → 512-d L2-normalised embedding, with a
+Sub-Center ArcFace head (K=5, s=30, m=0.35), AdamW and a cosine schedule.
+The best epoch is chosen by validation F1-macro. Resumable.
+
+    python -m training.train_embedder --crops work/data/crops.json --out work/embedder
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, f1_score
+from tqdm import tqdm
+
+from plankton.crops import CropConfig
+from plankton.embedder import BACKBONES, EmbeddingNet, SubCenterArcFace
+
+from .common import hardware, log, pick_device, setup, write_json
+from .crops_data import CropDataset, FrameCache, load_index, sampling_weights
+
+
+@torch.inference_mode()
+def embed_loader(model, loader, device) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    embs, labels = [], []
+    for x, y in loader:
+        embs.append(model(x.to(device)).float().cpu().numpy())
+        labels.append(np.asarray(y))
+    return np.concatenate(embs), np.concatenate(labels)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--crops", required=True, help="crops.json from training.prepare")
+    p.add_argument("--out", default="work/embedder")
+    p.add_argument("--backbone", default="efficientnet_lite0", choices=sorted(BACKBONES))
+    p.add_argument("--pretrained", default="package", help='"package", a weights file, or "" for scratch')
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--context", type=float, default=0.25)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--s", type=float, default=30.0)
+    p.add_argument("--m", type=float, default=0.35)
+    p.add_argument("--sampling", default="sqrt", choices=["uniform", "sqrt", "balanced"])
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default=None)
+    p.add_argument("--limit", type=int, default=0, help="use only this many crops per split (quick tests)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    setup(args.seed)
+    device = pick_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    train, names, categories = load_index(args.crops, "train")
+    val, _, _ = load_index(args.crops, "val", names)
+    val = [r for r in val if r["label"] >= 0]  # species unseen in training cannot be scored here
+    if args.limit:
+        train, val = train[: args.limit], val[: args.limit]
+    entry = BACKBONES[args.backbone]
+    crop_cfg = CropConfig(size=args.size, context=args.context)
+    cache = FrameCache([r["file"] for r in train + val])
+    train_ds = CropDataset(train, cache, crop_cfg, entry.mean, entry.std, train=True)
+    val_ds = CropDataset(val, cache, crop_cfg, entry.mean, entry.std, train=False)
+    weights = sampling_weights([r["label"] for r in train], args.sampling)
+    gen = torch.Generator().manual_seed(args.seed)
+    sampler = torch.utils.data.WeightedRandomSampler(weights, len(train), replacement=True, generator=gen)
+    kw = dict(batch_size=args.batch, num_workers=args.workers, persistent_workers=args.workers > 0)
+    train_dl = torch.utils.data.DataLoader(train_ds, sampler=sampler, drop_last=len(train) > args.batch, **kw)
+    val_dl = torch.utils.data.DataLoader(val_ds, shuffle=False, **kw)
+
+    model = EmbeddingNet(args.backbone, args.dim, pretrained=args.pretrained or None).to(device)
+    head = SubCenterArcFace(args.dim, len(names), args.k, args.s, args.m).to(device)
+    # The randomly initialised neck and head learn faster than the pretrained backbone.
+    params = [{"params": model.backbone.parameters(), "lr": args.lr * (0.3 if args.pretrained else 1.0)}, {"params": [*model.neck.parameters(), *head.parameters()]}]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    steps = args.epochs * max(len(train_dl), 1)
+    warm = max(len(train_dl), 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+
+    ckpt_path, start, best, history = out / "checkpoint.pt", 0, -1.0, []
+    if ckpt_path.exists():  # resume; weights_only refuses anything but tensors and plain data
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+        model.load_state_dict(ck["model"]), head.load_state_dict(ck["head"]), opt.load_state_dict(ck["opt"]), sched.load_state_dict(ck["sched"])
+        start, best, history = ck["epoch"] + 1, ck["best"], ck["history"]
+        log.info("resumed from epoch %d", start)
+
+    from safetensors.torch import save_file
+
+    for epoch in range(start, args.epochs):
+        model.train(), head.train()
+        total, n = 0.0, 0
+        for x, y in tqdm(train_dl, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False):
+            x, y = x.to(device), torch.as_tensor(y, device=device)
+            loss = head(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total, n = total + loss.item() * len(y), n + len(y)
+        emb, lab = embed_loader(model, val_dl, device)
+        pred = head.cosine(torch.from_numpy(emb).to(device)).argmax(1).cpu().numpy()
+        f1 = float(f1_score(lab, pred, average="macro", labels=np.unique(lab), zero_division=0)) if len(lab) else 0.0
+        acc = float(accuracy_score(lab, pred)) if len(lab) else 0.0
+        history.append({"epoch": epoch + 1, "loss": total / max(n, 1), "val_f1_macro": f1, "val_top1": acc})
+        log.info("epoch %d loss %.3f val top-1 %.3f F1-macro %.3f", epoch + 1, total / max(n, 1), acc, f1)
+        if f1 > best:
+            best = f1
+            save_file({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "embedder.safetensors"))
+        torch.save({"model": model.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch, "best": best, "history": history}, ckpt_path)
+
+    info = {
+        "backbone": args.backbone, "dim": args.dim, "crop": crop_cfg.to_dict(), "mean": list(entry.mean), "std": list(entry.std),
+        "names": names, "categories": categories, "best_val_f1_macro": best, "history": history,
+        "train_crops": len(train), "val_crops": len(val), "hardware": hardware(), "device": device, "args": vars(args),
+    }
+    write_json(out / "embedder.json", info)
+    return info
+
+
+if __name__ == "__main__":
+    main()
