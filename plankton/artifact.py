@@ -71,8 +71,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
-def _state(model: torch.nn.Module) -> dict:
-    return {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+def _state(model: torch.nn.Module, dtype: torch.dtype = torch.float32) -> dict:
+    return {k: v.detach().to(dtype).cpu().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
 def save_artifact(
@@ -86,18 +86,22 @@ def save_artifact(
     categories: list[dict] | None = None,
     name: str = "plankton",
     extra: dict | None = None,
+    weights_dtype: str = "float32",
 ) -> Path:
     """Write a complete artifact folder (replacing ``folder`` only once the
     new one is complete). ``detector`` must be the unfused DetectionModel.
-    ``categories``: COCO categories ({"id", "name"}) for COCO output ids."""
+    ``categories``: COCO categories ({"id", "name"}) for COCO output ids.
+    ``weights_dtype="float16"`` halves the files (as Ultralytics' own
+    checkpoints do); loading casts back to the model's float32."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        save_file(_state(detector), str(tmp / DETECTOR_WEIGHTS))
-        save_file(_state(embedder), str(tmp / EMBEDDER_WEIGHTS))
+        dtype = getattr(torch, weights_dtype)
+        save_file(_state(detector, dtype), str(tmp / DETECTOR_WEIGHTS))
+        save_file(_state(embedder, dtype), str(tmp / EMBEDDER_WEIGHTS))
         prototypes.save(tmp / PROTOTYPES)
         arch = detector_cfg.architecture
         det = detector_cfg.to_dict() | {"yaml": getattr(detector, "yaml", None) or arch, "weights": DETECTOR_WEIGHTS}
@@ -112,6 +116,8 @@ def save_artifact(
             "prototypes": {"file": PROTOTYPES, "names": list(prototypes.names), "subcenters": int(prototypes.subcenters.shape[1]), "mode": prototypes.mode},
             "categories": categories or [{"id": i + 1, "name": n} for i, n in enumerate(prototypes.names)],
         } | (extra or {})
+        for p in tmp.iterdir():
+            os.chmod(p, 0o644)  # safetensors writes 0600: other users (a web app's account) must read the weights
         write_manifest(tmp, config)
         os.chmod(tmp, 0o755)
         if folder.exists():
@@ -173,11 +179,20 @@ def _load_weights(module: torch.nn.Module, path: Path) -> None:
     module.load_state_dict(state)
 
 
-def load_artifact(folder: str | Path | None = None, device: str = "cpu", verify: bool = True) -> Cascade:
+def load_artifact(folder: str | Path | None = None, device: str = "cpu", verify: bool = True, runtime: str = "torch") -> Cascade:
     """Build a ready Cascade from an artifact folder (default: the bundled
-    model). The config, weights and prototypes must agree, else ArtifactError."""
+    model). The config, weights and prototypes must agree, else ArtifactError.
+    ``runtime``: "torch" (default); "onnx": the folder's detector.onnx and
+    embedder.onnx in ONNX Runtime (CPU); "auto": onnx when those files are
+    present and current and onnxruntime imports, else torch.
+    ``cascade.runtime`` says which one runs."""
     folder = Path(folder or os.environ.get("PLANKTON_MODEL_DIR") or DEFAULT_MODEL_DIR)
     config = read_config(folder, check_files=verify)
+    onnx_models = None
+    if runtime != "torch":
+        from .onnx import load_onnx_models
+
+        onnx_models = load_onnx_models(folder, config, runtime, device)  # None: use torch
     try:
         d = dict(config["detector"])
         yaml = d.pop("yaml", None) or d["architecture"]
@@ -186,12 +201,16 @@ def load_artifact(folder: str | Path | None = None, device: str = "cpu", verify:
         det_cfg = DetectorConfig(**d)
         id_cfg = IdentifierConfig.from_dict(config["identifier"])
         emb_cfg = config["embedder"]
-        embedder = EmbeddingNet(emb_cfg["backbone"], int(emb_cfg["dim"]))
-        det_model = build_detection_model(yaml, nc=len(det_cfg.names))
+        if onnx_models is None:
+            embedder = EmbeddingNet(emb_cfg["backbone"], int(emb_cfg["dim"]))
+            det_model = build_detection_model(yaml, nc=len(det_cfg.names))
+        else:
+            det_model, embedder = onnx_models
     except (TypeError, KeyError, ValueError) as e:
         raise ArtifactError(f"{folder / CONFIG}: invalid configuration ({e})") from None
-    _load_weights(det_model, folder / DETECTOR_WEIGHTS)
-    _load_weights(embedder, folder / EMBEDDER_WEIGHTS)
+    if onnx_models is None:
+        _load_weights(det_model, folder / DETECTOR_WEIGHTS)
+        _load_weights(embedder, folder / EMBEDDER_WEIGHTS)
     try:
         protos = Prototypes.load(folder / PROTOTYPES)
     except Exception as e:
@@ -202,6 +221,7 @@ def load_artifact(folder: str | Path | None = None, device: str = "cpu", verify:
         raise ArtifactError(f"{folder / PROTOTYPES}: {protos.dim}-d prototypes for a {embedder.dim}-d embedder")
     cascade = Cascade(Detector(det_model, det_cfg, device), Identifier(embedder, protos, id_cfg, device))
     cascade.config, cascade.path = config, folder
+    cascade.runtime = "torch" if onnx_models is None else "onnx"
     return cascade
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -25,10 +24,23 @@ def _err(msg: str) -> None:
     print(f"plankton: {msg}", file=sys.stderr, flush=True)
 
 
+def _model_dir(args):
+    """--model, else the Hub repo from flags or $PLANKTON_MODEL_REPO (bounded,
+    checksummed, falling back to its cached copy), else the bundled model."""
+    if args.model:
+        return args.model
+    from .hub import resolve_model_from_env
+
+    resolved = resolve_model_from_env(args.model_repo, args.model_revision)
+    if resolved.repo_id and not getattr(args, "quiet", False):
+        _err(f"model: {resolved.description}")
+    return resolved.path
+
+
 def _load_model(args):
     from .artifact import load_artifact
 
-    return load_artifact(args.model, device=args.device)
+    return load_artifact(_model_dir(args), device=args.device)
 
 
 def _tile(args, cascade) -> int | None:
@@ -52,7 +64,7 @@ def cmd_predict(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.annotate:
         (out / "annotated").mkdir(exist_ok=True)
-    frames = []
+    frames, written = [], set()
     det_conf = cascade.det_conf if args.det_conf is None else args.det_conf
     cls_conf = cascade.cls_conf if args.cls_conf is None else args.cls_conf
     for path in tqdm(paths, desc="frames", unit="frame", disable=len(paths) < 2 or args.quiet):
@@ -65,7 +77,12 @@ def cmd_predict(args) -> int:
         frame = cascade.predict(image, path.name, det_conf, cls_conf, tile=_tile(args, cascade))
         frames.append(frame)
         if args.annotate:
-            save_annotated(out / "annotated" / f"{path.stem}.jpg", image, frame)
+            target = out / "annotated" / f"{path.stem}.jpg"
+            n = 1
+            while target.name in written:  # a.png and a.jpg, or sub1/x.jpg and sub2/x.jpg
+                target, n = target.with_name(f"{path.stem}_{n}.jpg"), n + 1
+            written.add(target.name)
+            save_annotated(target, image, frame)
     write_detections_csv(out / "detections.csv", frames)
     write_coco(out / "predictions.coco.json", frames, cascade.config.get("categories", []))
     if not args.quiet:
@@ -119,24 +136,23 @@ def cmd_classify(args) -> int:
 def cmd_info(args) -> int:
     from .artifact import read_config
 
-    cfg = read_config(args.model or os.environ.get("PLANKTON_MODEL_DIR") or _default_dir())
+    cfg = read_config(_model_dir(args))
     print(json.dumps({k: cfg.get(k) for k in ("name", "created", "versions", "detector", "embedder", "identifier")} | {"classes": cfg["prototypes"].get("names")}, indent=2, default=str))
     return EXIT_OK
-
-
-def _default_dir():
-    from .artifact import DEFAULT_MODEL_DIR
-
-    return DEFAULT_MODEL_DIR
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m plankton", description="Detect and identify plankton in microscope frames.")
     sub = p.add_subparsers(dest="command", required=True)
 
+    def model_args(sp):
+        sp.add_argument("--model", default=None, help="model folder (default: the Hub repo below, else $PLANKTON_MODEL_DIR or the bundled model)")
+        sp.add_argument("--model-repo", default=None, metavar="ORG/NAME", help="Hub model repo (default: $PLANKTON_MODEL_REPO); if unreachable, its cached copy, then the bundled model")
+        sp.add_argument("--model-revision", default=None, metavar="REV", help="branch, tag or full commit sha (default: $PLANKTON_MODEL_REVISION, else main)")
+
     def common(sp):
         sp.add_argument("--out", required=True, help="output folder")
-        sp.add_argument("--model", default=None, help="model folder (default: $PLANKTON_MODEL_DIR or the bundled model)")
+        model_args(sp)
         sp.add_argument("--cls-conf", type=float, default=None, help="identifier similarity threshold (default: the model's)")
         sp.add_argument("--device", default="cpu")
         sp.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default %(default)s)")
@@ -157,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     cl.set_defaults(func=cmd_classify)
 
     info = sub.add_parser("info", help="describe a model folder")
-    info.add_argument("--model", default=None)
+    model_args(info)
     info.set_defaults(func=cmd_info)
     return p
 

@@ -74,6 +74,7 @@ class Detector:
 
         if not images:
             return []
+        imgsz = -(-imgsz // self.stride) * self.stride  # LetterBox pads to a stride multiple only from one
         boxed = np.stack([self._letterbox(im, imgsz) for im in images])
         x = torch.from_numpy(boxed).to(self.device).permute(0, 3, 1, 2).float().div_(255)
         pred = self.model(x)

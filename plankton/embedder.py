@@ -49,7 +49,9 @@ def _load_local_state(module: nn.Module, source: str) -> None:
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
-    module.load_state_dict(state, strict=False)
+    result = module.load_state_dict(state, strict=False)
+    if not set(state) - set(result.unexpected_keys):
+        raise ValueError(f"{path}: none of its {len(state)} tensors fit this backbone (keys like {next(iter(state), '?')!r})")
 
 
 def _build_lite0() -> nn.Module:

@@ -10,7 +10,7 @@ from .results import UNKNOWN
 
 def predict_labels(similarity: np.ndarray, class_names: list[str], threshold: float) -> np.ndarray:
     """N×C similarities → N predicted names, ``unknown`` below threshold."""
-    similarity = np.asarray(similarity, np.float32).reshape(-1, len(class_names))
+    similarity = np.atleast_2d(np.asarray(similarity, np.float32))
     if similarity.shape[1] == 0:
         return np.full(len(similarity), UNKNOWN, dtype=object)
     best = similarity.argmax(1)

@@ -120,7 +120,7 @@ class Prototypes:
 
 def identify(similarity: np.ndarray, names: list[str], threshold: float, topk: int = 3) -> list[Identification]:
     """N×C similarities → N identifications (``unknown`` below threshold)."""
-    similarity = np.asarray(similarity, np.float32).reshape(-1, len(names))
+    similarity = np.atleast_2d(np.asarray(similarity, np.float32))
     k = min(topk, len(names))
     order = np.argsort(-similarity, axis=1, kind="stable")[:, : max(k, 1)] if len(names) else np.zeros((len(similarity), 0), int)
     out = []

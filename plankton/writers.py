@@ -50,8 +50,11 @@ def coco_results(frames: list[FrameResult], categories: list[dict], image_ids: d
     ``score`` (detection score), ``similarity`` and ``species``."""
     cats = [dict(c) for c in categories]
     by_name = {c["name"]: c["id"] for c in cats}
-    unknown_id = max(by_name.values(), default=0) + 1
-    cats.append({"id": unknown_id, "name": UNKNOWN})
+    if UNKNOWN in by_name:
+        unknown_id = by_name[UNKNOWN]
+    else:
+        unknown_id = max(by_name.values(), default=0) + 1
+        cats.append({"id": unknown_id, "name": UNKNOWN})
     images, anns = [], []
     for n, fr in enumerate(frames, start=1):
         iid = (image_ids or {}).get(fr.image, n)

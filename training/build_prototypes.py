@@ -54,10 +54,11 @@ def main(argv=None) -> Path:
     p.add_argument("--embedder", required=True, help="folder with embedder.safetensors and embedder.json")
     p.add_argument("--out", default="models/default")
     p.add_argument("--k", type=int, default=5, help="sub-centres per class")
-    p.add_argument("--det-conf", type=float, default=0.1, help="default detector threshold (low: recall first)")
+    p.add_argument("--det-conf", type=float, default=0.05, help="default detector threshold (low: recall first; set a priori, not tuned on validation)")
     p.add_argument("--det-imgsz", type=int, default=1920)
     p.add_argument("--quantile", type=float, default=0.02, help="see open_set_threshold")
     p.add_argument("--name", default="plankton-studycase")
+    p.add_argument("--weights-dtype", default="float16", choices=["float16", "float32"], help="storage precision of the weights files")
     p.add_argument("--limit", type=int, default=0, help="use only this many crops (quick tests)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -96,7 +97,7 @@ def main(argv=None) -> Path:
     out = save_artifact(
         args.out, detector=detector, detector_cfg=det_cfg, embedder=embedder,
         identifier_cfg=IdentifierConfig(crop=id_cfg.crop, mean=id_cfg.mean, std=id_cfg.std, threshold=threshold),
-        prototypes=protos, categories=categories, name=args.name, extra={"training": training},
+        prototypes=protos, categories=categories, name=args.name, extra={"training": training}, weights_dtype=args.weights_dtype,
     )
     log.info("artifact written to %s", out)
     return out

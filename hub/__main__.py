@@ -1,0 +1,5 @@
+import sys
+
+from .push import main
+
+sys.exit(main())

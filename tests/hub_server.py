@@ -1,0 +1,502 @@
+"""A small Hugging Face Hub–compatible HTTP server for tests, on 127.0.0.1.
+
+It serves the endpoints that huggingface_hub 2.4 uses to push and pull a
+model repo over plain HTTP (with ``HF_HUB_DISABLE_XET=1``): create repo,
+validate-yaml, preupload, LFS batch + basic upload + verify, NDJSON commit,
+refs, branch and tag creation, revision info, tree and paths-info, and
+resolve (HEAD and GET, with X-Repo-Commit, ETag and X-Linked-* headers).
+
+State is kept in memory. Commits are real: a commit id is the sha1 of the
+commit's content (parent, tree, message), regular files have git blob ids and
+large files are LFS objects addressed by sha256, as on the Hub.
+
+Fault injection, for tests of the pulling side:
+
+* ``server.tamper = {"detector.safetensors"}`` flips a byte of those files
+  in GET responses (HEAD metadata stays correct, sizes are unchanged);
+* ``server.hang = ""`` makes every request hang (the connection is accepted
+  and read, but never answered) until the server stops; ``server.hang =
+  "/resolve/"`` hangs only requests whose path contains that text;
+* ``server.delete_file(repo_id, path)`` commits the removal of a file.
+
+``server.requests`` records ``(method, path)`` of every request and
+``server.authorizations`` every Authorization header received.
+
+    with HubServer() as hub:
+        HfApi(endpoint=hub.url).create_repo("org/model")
+
+Standard library only; never binds anything but 127.0.0.1.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import fnmatch
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
+
+LFS_THRESHOLD = 10 * 1024 * 1024  # the Hub stores files over 10 MB in LFS
+GITATTRIBUTES = "".join(
+    f"{p} filter=lfs diff=lfs merge=lfs -text\n"
+    for p in ("*.bin", "*.ckpt", "*.h5", "*.onnx", "*.pt", "*.pth", "*.safetensors", "*.tar.gz", "*.zip", "*tfevents*")
+)
+SHA40 = re.compile(r"^[0-9a-f]{40}$")
+
+
+def git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of a commit's tree. ``key`` addresses its bytes in the
+    server's object store (the git blob id, or the sha256 for LFS)."""
+
+    oid: str  # git blob id (of the LFS pointer for LFS files)
+    size: int
+    key: str
+    lfs: str | None = None  # sha256 of the content for LFS files
+
+
+@dataclass
+class Commit:
+    id: str
+    parent: str | None
+    files: dict[str, Entry]
+    message: str
+    date: str
+
+
+@dataclass
+class Repo:
+    id: str
+    private: bool
+    commits: dict[str, Commit] = field(default_factory=dict)
+    branches: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def resolve(self, revision: str) -> str | None:
+        if revision in self.branches:
+            return self.branches[revision]
+        if revision in self.tags:
+            return self.tags[revision]
+        if SHA40.match(revision) and revision in self.commits:
+            return revision
+        return None
+
+
+class HubError(Exception):
+    def __init__(self, status: int, message: str, code: str | None = None, headers: dict | None = None, body: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.headers, self.body = status, message, code, headers or {}, body or {}
+
+
+class HubServer:
+    """The server. ``token``: when set, writes (and reads of private repos)
+    need ``Authorization: Bearer <token>``."""
+
+    def __init__(self, token: str | None = None, lfs_threshold: int = LFS_THRESHOLD):
+        self.token = token
+        self.lfs_threshold = lfs_threshold
+        self.repos: dict[str, Repo] = {}
+        self.objects: dict[str, bytes] = {}
+        self.lfs_uploads: list[str] = []  # sha256 of each LFS object received
+        self.requests: list[tuple[str, str]] = []
+        self.authorizations: list[str] = []
+        self.tamper: set[str] = set()
+        self.hang: str | None = None
+        self.lock = threading.RLock()
+        self.stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self) -> "HubServer":
+        handler = type("Handler", (_Handler,), {"hub": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="hub-server")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()  # releases hanging handlers
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> "HubServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None, "server not started"
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    # -- repository operations (also used directly by tests) -----------------
+    def create_repo(self, repo_id: str, private: bool = False) -> Repo:
+        with self.lock:
+            if repo_id in self.repos:
+                # the Hub answers 409 with the repo's url, which create_repo(exist_ok=True) reads
+                raise HubError(409, "You already created this model repo", body={"url": f"{self.url}/{repo_id}"})
+            repo = self.repos[repo_id] = Repo(repo_id, private)
+            self._commit(repo, "main", {".gitattributes": ("regular", GITATTRIBUTES.encode())}, set(), "initial commit", create_branch=True)
+            return repo
+
+    def delete_file(self, repo_id: str, path: str, revision: str = "main") -> str:
+        """Commit the removal of ``path`` on branch ``revision``; returns the new commit id."""
+        with self.lock:
+            return self._commit(self.repos[repo_id], revision, {}, {path}, f"Delete {path}")
+
+    def _store(self, data: bytes) -> Entry:
+        key = git_blob_id(data)
+        self.objects[key] = data
+        return Entry(oid=key, size=len(data), key=key)
+
+    def _commit(self, repo: Repo, branch: str, adds: dict, deletes: set[str], message: str, parent: str | None = None, create_branch: bool = False) -> str:
+        head = repo.branches.get(branch)
+        if head is None and not create_branch:
+            raise HubError(404, f"Invalid rev id: {branch}", "RevisionNotFound")
+        if parent is not None and parent != head:
+            raise HubError(412, "A commit has happened since. Please refresh and try again.")
+        files = dict(repo.commits[head].files) if head else {}
+        for path in deletes:
+            if path.endswith("/"):
+                files = {p: e for p, e in files.items() if not p.startswith(path)}
+            elif path in files:
+                del files[path]
+            elif not any(p.startswith(path + "/") for p in files):
+                raise HubError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
+            else:
+                files = {p: e for p, e in files.items() if not p.startswith(path + "/")}
+        for path, (kind, value) in adds.items():
+            if kind == "regular":
+                files[path] = self._store(value)
+            else:  # lfs: value = (sha256, size)
+                sha, size = value
+                if sha not in self.objects:
+                    raise HubError(400, f"LFS object {sha} of {path} was never uploaded")
+                files[path] = Entry(oid=git_blob_id(lfs_pointer(sha, size)), size=size, key=sha, lfs=sha)
+        date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        content = json.dumps({"parent": head, "tree": {p: e.oid for p, e in sorted(files.items())}, "message": message, "date": date}, sort_keys=True)
+        commit_id = hashlib.sha1(content.encode()).hexdigest()
+        repo.commits[commit_id] = Commit(commit_id, head, files, message, date)
+        repo.branches[branch] = commit_id
+        return commit_id
+
+
+def _split(path: str) -> list[str]:
+    return [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
+
+
+class _Handler(BaseHTTPRequestHandler):
+    hub: HubServer
+    protocol_version = "HTTP/1.1"
+    server_version = "PlanktonTestHub/1"
+
+    def log_message(self, format, *args):  # quiet
+        pass
+
+    # -- plumbing ------------------------------------------------------------
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def _send(self, status: int, body: bytes = b"", headers: dict | None = None, content_type: str = "application/json", length: int | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        for k, v in (headers or {}).items():
+            self.send_header(k, str(v))
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, data, status: int = 200, headers: dict | None = None) -> None:
+        self._send(status, json.dumps(data).encode(), headers)
+
+    def _dispatch(self) -> None:
+        hub = self.hub
+        url = urlsplit(self.path)
+        with hub.lock:
+            hub.requests.append((self.command, url.path))
+            if self.headers.get("Authorization"):
+                hub.authorizations.append(self.headers["Authorization"])
+        if hub.hang is not None and hub.hang in url.path:
+            self._body()
+            hub.stopping.wait()
+            self.close_connection = True
+            return
+        body = self._body() if self.command in ("POST", "PUT") else b""
+        try:
+            self._route(url.path, parse_qs(url.query), body)
+        except HubError as e:
+            headers = dict(e.headers)
+            if e.code:
+                headers["X-Error-Code"] = e.code
+            headers.setdefault("X-Error-Message", e.message)
+            self._json({"error": e.message} | e.body, e.status, headers)
+        except (ValueError, KeyError, TypeError) as e:
+            self._json({"error": f"bad request: {e}"}, 400, {"X-Error-Message": f"bad request: {e}"})
+
+    do_GET = do_HEAD = do_POST = do_PUT = _dispatch
+
+    # -- auth ----------------------------------------------------------------
+    def _authorized(self) -> bool:
+        return self.hub.token is None or self.headers.get("Authorization") == f"Bearer {self.hub.token}"
+
+    def _require_write(self) -> None:
+        if not self._authorized():
+            raise HubError(401, "Invalid credentials in Authorization header")
+
+    def _repo(self, repo_id: str) -> Repo:
+        repo = self.hub.repos.get(repo_id)
+        if repo is None or (repo.private and not self._authorized()):
+            raise HubError(404 if repo is None else 401, "Repository not found", "RepoNotFound")
+        return repo
+
+    def _rev(self, repo: Repo, revision: str) -> Commit:
+        sha = repo.resolve(revision)
+        if sha is None:
+            raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        return repo.commits[sha]
+
+    # -- routes --------------------------------------------------------------
+    def _route(self, path: str, query: dict, body: bytes) -> None:
+        parts = _split(path)
+        m, hub = self.command, self.hub
+        with hub.lock:
+            if parts[:2] == ["api", "whoami-v2"]:
+                if not self.headers.get("Authorization") or not self._authorized():
+                    raise HubError(401, "Invalid credentials in Authorization header")
+                return self._json({"type": "user", "name": "tester", "auth": {"type": "access_token", "accessToken": {"role": "write"}}})
+            if parts[:3] == ["api", "repos", "create"] and m == "POST":
+                self._require_write()
+                data = json.loads(body)
+                if data.get("type", "model") != "model":
+                    raise HubError(400, "this test server only hosts model repos")
+                repo_id = f"{data['organization']}/{data['name']}" if data.get("organization") else f"tester/{data['name']}"
+                private = bool(data.get("private")) or data.get("visibility") == "private"
+                hub.create_repo(repo_id, private)
+                return self._json({"url": f"{hub.url}/{repo_id}", "name": repo_id, "id": repo_id})
+            if parts[:2] == ["api", "validate-yaml"] and m == "POST":
+                return self._validate_yaml(json.loads(body).get("content", ""))
+            if len(parts) >= 4 and parts[0] == "api" and parts[1] == "models":
+                return self._api_model(f"{parts[2]}/{parts[3]}", parts[4:], query, body)
+            if len(parts) >= 6 and parts[1].endswith(".git") and parts[2:6] == ["info", "lfs", "objects", "batch"]:
+                return self._lfs_batch(f"{parts[0]}/{parts[1][:-4]}", json.loads(body))
+            if len(parts) >= 6 and parts[1].endswith(".git") and parts[2:6] == ["info", "lfs", "objects", "verify"]:
+                data = json.loads(body)
+                if data["oid"] not in hub.objects:
+                    raise HubError(404, "object not uploaded")
+                return self._json({"success": True})
+            if len(parts) == 4 and parts[0] == "lfs-upload" and m == "PUT":
+                return self._lfs_put(parts[3], body)
+            if len(parts) >= 5 and parts[2] == "resolve" and m in ("GET", "HEAD"):
+                return self._resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]))
+        raise HubError(404, f"no route for {m} {path}")
+
+    def _validate_yaml(self, content: str) -> None:
+        import yaml
+
+        errors = []
+        if content.startswith("---"):
+            end = content.find("\n---", 3)
+            if end < 0:
+                errors.append({"message": "unterminated YAML front matter"})
+            else:
+                try:
+                    meta = yaml.safe_load(content[3:end])
+                    if meta is not None and not isinstance(meta, dict):
+                        errors.append({"message": "YAML front matter is not a mapping"})
+                except yaml.YAMLError as e:
+                    errors.append({"message": f"invalid YAML: {e}"})
+        if errors:
+            return self._json({"errors": errors, "warnings": []}, 400)
+        return self._json({"errors": [], "warnings": []})
+
+    def _api_model(self, repo_id: str, rest: list[str], query: dict, body: bytes) -> None:
+        hub, m = self.hub, self.command
+        repo = self._repo(repo_id)
+        if not rest or rest[0] == "revision":
+            commit = self._rev(repo, rest[1] if len(rest) > 1 else "main")
+            return self._json({
+                "id": repo.id, "_id": repo.id, "modelId": repo.id, "author": repo.id.split("/")[0], "sha": commit.id,
+                "private": repo.private, "disabled": False, "gated": False, "lastModified": commit.date, "tags": [],
+                "siblings": [{"rfilename": p} for p in sorted(commit.files)],
+            })
+        op = rest[0]
+        if op == "refs":
+            def refs(d, kind):
+                return [{"name": n, "ref": f"refs/{kind}/{n}", "targetCommit": c} for n, c in sorted(d.items())]
+            return self._json({"branches": refs(repo.branches, "heads"), "tags": refs(repo.tags, "tags"), "converts": [], "pullRequests": []})
+        if op == "branch" and m == "POST":
+            self._require_write()
+            branch = rest[1]
+            data = json.loads(body or b"{}")
+            if branch in repo.branches:
+                raise HubError(409, f"Branch {branch} already exists")
+            repo.branches[branch] = self._rev(repo, data.get("startingPoint") or "main").id
+            return self._json({})
+        if op == "tag" and m == "POST":
+            self._require_write()
+            data = json.loads(body)
+            if data["tag"] in repo.tags:
+                raise HubError(409, f"Tag {data['tag']} already exists")
+            repo.tags[data["tag"]] = self._rev(repo, rest[1]).id
+            return self._json({})
+        if op == "tree" and m == "GET":
+            commit = self._rev(repo, rest[1])
+            prefix = "/".join(rest[2:])
+            recursive = query.get("recursive", ["false"])[0].lower() in ("1", "true")
+            return self._tree(commit, prefix, recursive)
+        if op == "paths-info" and m == "POST":
+            commit = self._rev(repo, rest[1])
+            paths = parse_qs(body.decode()).get("paths", [])
+            out = []
+            for p in paths:
+                if p in commit.files:
+                    out.append(self._file_info(p, commit.files[p]))
+                elif any(f.startswith(p.rstrip("/") + "/") for f in commit.files):
+                    out.append({"type": "directory", "oid": hashlib.sha1(p.encode()).hexdigest(), "size": 0, "path": p})
+            return self._json(out)
+        if op == "preupload" and m == "POST":
+            self._require_write()
+            commit = self._rev(repo, rest[1])
+            files = []
+            for f in json.loads(body)["files"]:
+                lfs = f["size"] > hub.lfs_threshold or self._lfs_pattern(commit, f["path"])
+                old = commit.files.get(f["path"])
+                remote = (old.lfs if lfs else old.oid) if old else None
+                files.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": remote})
+            return self._json({"files": files, "commitOid": commit.id})
+        if op == "commit" and m == "POST":
+            self._require_write()
+            return self._commit(repo, rest[1], body, query)
+        raise HubError(404, f"no route for {m} /api/models/{repo_id}/{'/'.join(rest)}")
+
+    def _lfs_pattern(self, commit: Commit, path: str) -> bool:
+        attrs = commit.files.get(".gitattributes")
+        text = self.hub.objects[attrs.key].decode() if attrs else GITATTRIBUTES
+        name = path.rsplit("/", 1)[-1]
+        return any("filter=lfs" in line and (fnmatch.fnmatch(name, line.split()[0]) or fnmatch.fnmatch(path, line.split()[0])) for line in text.splitlines() if line.strip())
+
+    @staticmethod
+    def _file_info(path: str, e: Entry) -> dict:
+        info = {"type": "file", "oid": e.oid, "size": e.size, "path": path}
+        if e.lfs:
+            info["lfs"] = {"oid": e.lfs, "size": e.size, "pointerSize": len(lfs_pointer(e.lfs, e.size))}
+        return info
+
+    def _tree(self, commit: Commit, prefix: str, recursive: bool) -> None:
+        base = prefix.rstrip("/") + "/" if prefix else ""
+        if prefix and not any(p.startswith(base) for p in commit.files):
+            raise HubError(404, f"{prefix} does not exist", "EntryNotFound")
+        out, dirs = [], set()
+        for p, e in sorted(commit.files.items()):
+            if not p.startswith(base):
+                continue
+            rel = p[len(base):]
+            parts = rel.split("/")
+            for i in range(1, len(parts) if recursive else min(len(parts), 2)):
+                dirs.add(base + "/".join(parts[:i]))
+            if recursive or len(parts) == 1:
+                out.append(self._file_info(p, e))
+        out += [{"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0, "path": d} for d in sorted(dirs)]
+        self._json(out)
+
+    def _commit(self, repo: Repo, revision: str, body: bytes, query: dict) -> None:
+        if query.get("create_pr"):
+            raise HubError(400, "pull requests are not supported by this test server")
+        header, adds, deletes = {}, {}, set()
+        for line in body.splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            key, value = item["key"], item["value"]
+            if key == "header":
+                header = value
+            elif key == "file":
+                if value.get("encoding", "base64") != "base64":
+                    raise HubError(400, "only base64 file content is supported")
+                adds[value["path"]] = ("regular", base64.b64decode(value["content"]))
+            elif key == "lfsFile":
+                adds[value["path"]] = ("lfs", (value["oid"], int(value.get("size") or len(self.hub.objects.get(value["oid"], b"")))))
+            elif key in ("deletedFile", "deletedFolder"):
+                deletes.add(value["path"] + ("/" if key == "deletedFolder" else ""))
+            else:
+                raise HubError(400, f"unsupported commit operation {key}")
+        message = header.get("summary") or "commit"
+        if header.get("description"):
+            message += "\n\n" + header["description"]
+        sha = self.hub._commit(repo, revision, adds, deletes, message, parent=header.get("parentCommit"))
+        self._json({"success": True, "commitOid": sha, "commitUrl": f"{self.hub.url}/{repo.id}/commit/{sha}", "pullRequestUrl": None})
+
+    def _lfs_batch(self, repo_id: str, data: dict) -> None:
+        self._require_write()
+        self._repo(repo_id)
+        if data.get("operation") != "upload":
+            raise HubError(400, "only uploads are supported")
+        objects = []
+        for o in data["objects"]:
+            item = {"oid": o["oid"], "size": o["size"], "authenticated": True}
+            if o["oid"] not in self.hub.objects:
+                item["actions"] = {
+                    "upload": {"href": f"{self.hub.url}/lfs-upload/{repo_id}/{o['oid']}", "header": {}},
+                    "verify": {"href": f"{self.hub.url}/{repo_id}.git/info/lfs/objects/verify", "header": {}},
+                }
+            objects.append(item)
+        self._send(200, json.dumps({"transfer": "basic", "objects": objects}).encode(), content_type="application/vnd.git-lfs+json")
+
+    def _lfs_put(self, oid: str, body: bytes) -> None:
+        if hashlib.sha256(body).hexdigest() != oid:
+            raise HubError(400, "uploaded content does not match its oid")
+        self.hub.objects[oid] = body
+        self.hub.lfs_uploads.append(oid)
+        self._send(200, b"")
+
+    def _resolve(self, repo_id: str, revision: str, path: str) -> None:
+        repo = self._repo(repo_id)
+        commit = self._rev(repo, revision)
+        e = commit.files.get(path)
+        if e is None:
+            raise HubError(404, f"Entry not found: {path}", "EntryNotFound", {"X-Repo-Commit": commit.id})
+        data = self.hub.objects[e.key]
+        if path in self.hub.tamper and self.command == "GET" and data:
+            i = len(data) // 2
+            data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
+        headers = {"X-Repo-Commit": commit.id, "ETag": f'"{e.oid}"', "Accept-Ranges": "bytes"}
+        if e.lfs:
+            headers |= {"X-Linked-Etag": f'"{e.lfs}"', "X-Linked-Size": e.size}
+        status, start = 200, 0
+        m = re.match(r"bytes=(\d+)-$", self.headers.get("Range", ""))
+        if m and self.command == "GET":
+            start, status = int(m.group(1)), 206
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        self._send(status, data[start:], headers, content_type="application/octet-stream")
+
+
+__all__ = ["HubServer", "HubError", "git_blob_id", "lfs_pointer"]

@@ -1,0 +1,132 @@
+"""The app in a real browser: headless Chromium driven by Playwright.
+
+Needs the Python package ``playwright`` and the Debian package
+``chromium`` (/usr/bin/chromium); never ``playwright install``.
+Screenshots go to $PLANKTON_TEST_ARTIFACTS (default: tests/artifacts/).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from app_utils import FRAMES, app_artifact, app_server
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(os.environ.get("PLANKTON_TEST_ARTIFACTS") or Path(__file__).parent / "artifacts")
+
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed (pip install playwright)")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_artifact):
+    return app_server(app_artifact(tiny_artifact))
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server.url)
+        page.wait_for_selector("#upload")
+        page.errors = errors
+        yield page
+        browser.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+def _shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _n_objects(page) -> int:
+    """The object count the status line reports."""
+    import re
+
+    return int(re.search(r"(\d+) objects?", page.locator("#status").inner_text())[1])
+
+
+def _table_text(page) -> str:
+    return page.locator("#objects").inner_text()
+
+
+def test_upload_slider_and_tabs(page, server):
+    # upload a frame → annotated image and the objects table
+    page.locator("#upload input[type=file]").set_input_files(str(FRAMES[0]))
+    page.wait_for_selector("#frames img")
+    page.wait_for_selector("#objects img", state="attached")
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('object')")
+    assert page.locator("#objects .virtual-row").count() > 0
+    assert "Skipped" not in page.locator("#status").inner_text()
+    assert page.locator("#counts table").count() == 1
+    assert page.locator("#download-csv").is_enabled() and page.locator("#download-coco").is_enabled()
+    _shot(page, "1_identify")
+
+    # move the similarity slider: the table changes (everything becomes unknown), no model runs
+    before = _table_text(page)
+    assert "unknown" not in before
+    box = page.locator("#cls-slider input[type=number]")
+    start = time.perf_counter()
+    box.fill("0.9")
+    box.press("Enter")
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('similarity ≥ 0.90')")
+    page.wait_for_function("() => document.querySelector('#objects').innerText.includes('unknown')")
+    print(f"slider → table updated in the browser after {1000 * (time.perf_counter() - start):.0f} ms")
+    assert _table_text(page) != before
+    assert "unknown" in page.locator("#counts").inner_text()
+    # the detector slider through its range input, as a drag would
+    n_before = _n_objects(page)
+    scores = sorted(server.service.analyse([FRAMES[0]]).frames[0].analysis.detections.score)
+    cut = round(float(scores[len(scores) // 2]) + 0.005, 3)
+    page.locator("#det-slider input[type=range]").fill(str(cut))
+    value = float(page.locator("#det-slider input[type=number]").input_value())  # snapped to the slider's steps
+    assert value > scores[0]
+    shown = f"{value:.3f}"[:-1] if f"{value:.3f}".endswith("0") else f"{value:.3f}"
+    page.wait_for_function(f"() => document.querySelector('#status').innerText.includes('detector ≥ {shown},')")
+    assert 0 < _n_objects(page) < n_before
+    _shot(page, "2_sliders")
+
+    # Model tab: metrics table that follows the similarity slider, and the confusion matrix
+    page.get_by_role("tab", name="Model").click()
+    page.wait_for_selector("#metrics .virtual-row")
+    assert page.locator("#metrics .virtual-row").count() >= 5
+    assert "precision" in page.locator("#metrics").inner_text().lower()
+    page.locator("#metrics .virtual-table-viewport").evaluate("el => el.scrollTop = el.scrollHeight")  # rows render lazily
+    page.wait_for_function("() => document.querySelector('#metrics').innerText.includes('weighted avg')")
+    assert "similarity ≥ 0.90" in page.locator("#metrics-caption").inner_text()
+    strict = page.locator("#metrics").inner_text()
+    box = page.locator("#cls-slider input[type=number]")  # the table follows the slider on this tab too
+    box.fill("0.5")
+    box.press("Enter")
+    page.wait_for_function("() => document.querySelector('#metrics-caption').innerText.includes('similarity ≥ 0.50')")
+    page.wait_for_function("(old) => document.querySelector('#metrics').innerText !== old", arg=strict)
+    page.wait_for_selector("#confusion img")
+    assert "random-test-model" in page.locator("body").inner_text()
+    _shot(page, "3_model")
+
+    # Embeddings tab: a plotly scatter with the validation map and the upload
+    page.get_by_role("tab", name="Embeddings").click()
+    page.wait_for_selector("#embedding-plot .js-plotly-plot")
+    page.wait_for_function("() => document.querySelectorAll('#embedding-plot .legendtext').length > 3")
+    legend = page.locator("#embedding-plot .legendtext").evaluate_all("els => els.map(e => e.textContent)")
+    assert "prototypes" in legend and "this upload" in legend
+    title = page.locator("#embedding-plot .gtitle").text_content()
+    assert f"{_n_objects(page)} uploaded objects" in title
+    # the map follows the sliders too
+    box = page.locator("#det-slider input[type=number]")
+    box.fill(str(server.service.det_floor))
+    box.press("Enter")
+    page.wait_for_function(f"() => document.querySelector('#embedding-plot .gtitle').textContent.includes('{len(scores)} uploaded objects')")
+    time.sleep(0.5)
+    _shot(page, "4_embeddings")
