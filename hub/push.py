@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -155,7 +156,9 @@ def push_from_args(folder: str | Path, args: argparse.Namespace) -> dict | None:
     repo_id = getattr(args, "push_to_hub", None)
     if not repo_id:
         return None
-    result = push_artifact(folder, repo_id, revision=getattr(args, "hub_revision", None), tag=getattr(args, "hub_tag", None), private=bool(getattr(args, "hub_private", False)))
+    endpoint = os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or None  # read now: it may be set after import
+    result = push_artifact(folder, repo_id, revision=getattr(args, "hub_revision", None), tag=getattr(args, "hub_tag", None),
+                           private=bool(getattr(args, "hub_private", False)), endpoint=endpoint)
     log.info("model published: %s (pin PLANKTON_MODEL_REVISION=%s)", result["url"], result["commit_sha"])
     return result
 

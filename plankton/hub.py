@@ -346,6 +346,9 @@ def _env_kwargs(kwargs: dict) -> dict:
             kwargs["timeout"] = float(os.environ[ENV_TIMEOUT])
         except ValueError:
             log.warning("ignoring %s=%r: not a number of seconds", ENV_TIMEOUT, os.environ[ENV_TIMEOUT])
+    if "endpoint" not in kwargs and os.environ.get("HF_ENDPOINT", "").strip():
+        # Read now, not at huggingface_hub's import: a mirror set later still counts.
+        kwargs["endpoint"] = os.environ["HF_ENDPOINT"].strip().rstrip("/")
     env_dir = os.environ.get("PLANKTON_MODEL_DIR", "").strip()
     if "bundled" not in kwargs and env_dir:
         kwargs["bundled"] = Path(env_dir)

@@ -3,6 +3,7 @@ unit-length rows."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +106,7 @@ class Prototypes:
 
         meta = {"names": json.dumps(self.names), "mode": self.mode}
         save_file({"means": self.means, "subcenters": self.subcenters}, str(path), metadata=meta)
+        os.chmod(path, 0o644)  # safetensors creates files 0600
 
     @classmethod
     def load(cls, path: str | Path) -> "Prototypes":

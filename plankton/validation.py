@@ -4,6 +4,7 @@ their true species, their similarities to the prototypes, and a 2-D layout
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class ValidationSet:
         }
         meta = {"true_names": json.dumps(list(self.true_names)), "class_names": json.dumps(list(self.class_names))}
         save_file(tensors, str(path), metadata=meta)
+        os.chmod(path, 0o644)  # safetensors creates files 0600
 
     @classmethod
     def load(cls, path: str | Path) -> "ValidationSet":

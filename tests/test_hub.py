@@ -460,3 +460,27 @@ def test_training_script_helpers(hub, artifact_v2):
         result = push_from_args(artifact_v2, args)
     repo = hub.repos["plankton-lab/from-training"]
     assert repo.private and repo.tags["v3"] == result["commit_sha"]
+
+
+# -- a training script's push, then the app's start-up pull ---------------------
+def test_training_script_push_then_app_start_pull(hub, tiny_artifact, tmp_path, monkeypatch):
+    """training.evaluate --push-to-hub publishes the evaluated artifact; the
+    app's start-up resolution (PLANKTON_MODEL_REPO/REVISION) pulls the same
+    bytes and loads them."""
+    from conftest import FRAMES_COCO
+    from plankton.service import Service, resolve_model
+    from training import evaluate, prepare
+
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    data = tmp_path / "data"
+    prepare.main(["--coco", str(FRAMES_COCO), "--out", str(data), "--val-fraction", "0.34"])
+    model = Path(shutil.copytree(tiny_artifact, tmp_path / "model"))
+    evaluate.main(["--model", str(model), "--data", str(data), "--no-umap", "--det-floor", "0.05", "--e2e-floor", "0.2",
+                   "--push-to-hub", "plankton-lab/trained", "--hub-revision", "trained", "--hub-tag", "v0.1"])
+    monkeypatch.setenv("PLANKTON_MODEL_REPO", "plankton-lab/trained")
+    monkeypatch.setenv("PLANKTON_MODEL_REVISION", "v0.1")
+    folder, description = resolve_model()  # app.py's start-up resolution
+    assert description.startswith("Hub plankton-lab/trained@")
+    assert _hashes(folder) == {k: v for k, v in _hashes(model).items() if k in _hashes(folder)}
+    assert {"metrics.json", "validation.safetensors", "config.json"} <= set(_hashes(folder))
+    assert Service.load(folder, description).config["name"] == "random-test-model"

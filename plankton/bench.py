@@ -1,0 +1,460 @@
+"""Benchmark the cascade on full-resolution frames, stage by stage.
+
+    python -m plankton.bench [FRAMES_OR_FOLDERS...] [--model DIR] [--runtime torch|onnx|auto]
+                             [--frames 500] [--threads N] [--out bench.json]
+
+Frames default to the committed test frames (tests/data/frames/*.jpg),
+repeated to ``--frames``. Each frame goes through what ``Cascade.predict``
+does, timed per stage: decode (in a prefetch thread that overlaps the next
+frame's decoding with inference, unless ``--no-prefetch``), detect
+(letterbox + network + NMS, with the network alone as ``detect_network``),
+crop, embed, match (similarity + thresholds) and write (CSV rows and COCO
+annotations; the files themselves once at the end). Reported: median and
+p90 per stage, end-to-end frames per second, peak and per-frame RSS (growth
+after the first 50 frames), cold start (a fresh interpreter: imports, model
+load, first answer on one frame), the slider re-filter
+(``FrameAnalysis.resolve``), threads and hardware. Writes JSON.
+
+The module imports nothing heavy at the top, so the cold-start child
+measures the real import cost.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import queue
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_FRAMES = REPO / "tests" / "data" / "frames"
+STAGES = ("decode", "detect", "crop", "embed", "match", "write")
+GROWTH_AFTER = 50
+GROWTH_TOLERANCE_MB = 25.0  # allocator noise; a leak of one frame (6 MB) per frame would show as gigabytes
+TARGETS = {"fps": 1.5, "cold_start_s": 20.0, "peak_rss_mb": 1536.0, "refilter_ms": 50.0}
+
+
+def _stats(values_s: list[float]) -> dict:
+    """Seconds → {median, p90, mean, max} in milliseconds."""
+    import numpy as np
+
+    if not values_s:
+        return {"median": None, "p90": None, "mean": None, "max": None, "n": 0}
+    v = np.asarray(values_s) * 1000
+    return {"median": round(float(np.median(v)), 2), "p90": round(float(np.percentile(v, 90)), 2),
+            "mean": round(float(v.mean()), 2), "max": round(float(v.max()), 2), "n": int(len(v))}
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _peak_rss_mb(who=resource.RUSAGE_SELF) -> float:
+    peak = resource.getrusage(who).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def hardware(threads: int) -> dict:
+    """What the numbers were measured on."""
+    from .onnx import available_cpus
+
+    info = {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
+            "logical_cpus": os.cpu_count(), "available_cpus": available_cpus(), "threads": threads}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+        info["load_average_1m"] = round(os.getloadavg()[0], 2)
+    except (ImportError, OSError):
+        pass
+    return info
+
+
+def versions() -> dict:
+    out = {}
+    for name in ("plankton", "torch", "onnxruntime", "ultralytics", "numpy", "cv2", "PIL"):
+        try:
+            out[name] = __import__(name).__version__
+        except Exception:
+            out[name] = None
+    return out
+
+
+def frame_paths(paths: list[str] | None, n: int | None) -> list[Path]:
+    """Image files (folders expanded), repeated cyclically to ``n``."""
+    from .images import find_images
+
+    found = find_images(paths) if paths else sorted(DEFAULT_FRAMES.glob("*.jpg"))
+    if not found:
+        raise SystemExit(f"plankton.bench: no frames found in {paths or DEFAULT_FRAMES}")
+    n = n or len(found)
+    return [found[i % len(found)] for i in range(n)]
+
+
+def decode_ahead(paths: list[Path], prefetch: int = 2):
+    """(path, image, decode seconds) per path, in order. With ``prefetch``
+    > 0 a thread decodes up to that many frames ahead (Pillow releases the
+    GIL while decoding), overlapping I/O and decoding with inference."""
+    from .images import read_image
+
+    def one(p):
+        t = time.perf_counter()
+        image = read_image(p)
+        return p, image, time.perf_counter() - t
+
+    if prefetch <= 0:
+        for p in paths:
+            yield one(p)
+        return
+    q: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        for p in paths:
+            if stop.is_set():
+                return
+            try:
+                item = one(p)
+            except BaseException as e:  # hand the error to the consumer
+                item = e
+            if not put(item):
+                return
+        put(None)
+
+    thread = threading.Thread(target=work, name="decode-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+class _TimedCall:
+    """Wraps the detector's network to time its calls; everything else is
+    passed through to the wrapped model."""
+
+    def __init__(self, model):
+        self.__dict__.update(_model=model, times=[], shapes=set())
+
+    def __call__(self, x, *args, **kwargs):
+        t = time.perf_counter()
+        out = self._model(x, *args, **kwargs)
+        self.times.append(time.perf_counter() - t)
+        self.shapes.add(tuple(int(v) for v in x.shape))
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+def run_frames(cascade, paths: list[Path], warmup: int = 2, prefetch: int = 2, out_dir: Path | None = None) -> dict:
+    """Run ``paths`` (after ``warmup`` untimed frames) through the cascade
+    stage by stage, streaming CSV rows to ``out_dir`` (default: a temporary
+    folder) and writing the COCO file at the end. Returns timings, RSS per
+    frame and the first 20 analyses."""
+    import csv
+
+    from .artifact import atomic_write_text
+    from .cascade import FrameAnalysis
+    from .writers import CSV_COLUMNS, coco_results, detection_rows
+
+    det, ident = cascade.detector, cascade.identifier
+    floor, det_conf, cls_conf, topk = cascade.det_floor, cascade.det_conf, cascade.cls_conf, ident.cfg.topk
+    names = list(ident.prototypes.names)
+    categories = (getattr(cascade, "config", None) or {}).get("categories", [])
+    times = {s: [] for s in STAGES}
+    rss, objects, analyses, shapes, images, annotations, net = [], [], [], set(), [], [], []
+    n = 0
+    timed = _TimedCall(det.model)
+    det.model = timed
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(out_dir or tmp)
+            for p, image, _ in decode_ahead(paths[:warmup], prefetch=0):
+                cascade.predict(image, p.name)
+            timed.times.clear()
+            rss_start = _rss_mb()
+            start = time.perf_counter()
+            with open(folder / "detections.csv", "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+                writer.writeheader()
+                for p, image, t_decode in decode_ahead(paths[warmup:], prefetch):
+                    calls = len(timed.times)
+                    t0 = time.perf_counter()
+                    d = det.predict_batch([image], conf=floor)[0]
+                    t1 = time.perf_counter()
+                    net.append(sum(timed.times[calls:]))
+                    crops = ident.crops(image, d.xyxy)
+                    t2 = time.perf_counter()
+                    emb = ident.embed_crops(crops)
+                    t3 = time.perf_counter()
+                    sim = ident.prototypes.similarity(emb)
+                    H, W = image.shape[:2]
+                    a = FrameAnalysis(p.name, W, H, d, emb, sim, names, floor)
+                    fr = a.resolve(det_conf, cls_conf, topk)
+                    t4 = time.perf_counter()
+                    writer.writerows(detection_rows([fr]))
+                    coco = coco_results([fr], categories, {fr.image: n + 1})
+                    images += coco["images"]
+                    annotations += coco["annotations"]
+                    t5 = time.perf_counter()
+                    for s, v in zip(STAGES, (t_decode, t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                        times[s].append(v)
+                    n += 1
+                    objects.append(len(d))
+                    shapes.add((W, H))
+                    if len(analyses) < 20:
+                        analyses.append(a)
+                    del image, crops, emb, a
+                    rss.append(_rss_mb())
+            wall = time.perf_counter() - start
+            t = time.perf_counter()
+            for i, ann in enumerate(annotations, start=1):
+                ann["id"] = i
+            coco = {"images": images, "categories": coco_results([], categories)["categories"], "annotations": annotations}
+            atomic_write_text(folder / "predictions.coco.json", json.dumps(coco) + "\n")
+            write_final = time.perf_counter() - t
+    finally:
+        det.model = timed._model
+    detect_pre_post = [a - b for a, b in zip(times["detect"], net)]
+    return {"n": n, "wall_s": wall, "times": times, "detect_network": net, "detect_pre_post": detect_pre_post, "network_inputs": sorted(timed.shapes),
+            "write_final_s": write_final, "rss": rss, "rss_start": rss_start, "objects": objects,
+            "analyses": analyses, "shapes": sorted(shapes), "cls_conf": cls_conf, "topk": topk, "floor": floor}
+
+
+def time_refilter(analyses: list, cls_conf: float, topk: int, floor: float, repeats: int = 200, seed: int = 0) -> dict:
+    """The app's slider: ``FrameAnalysis.resolve`` at random thresholds
+    (detector threshold between the floor and the top score, so objects are
+    kept), for the busiest frame and for a whole upload (up to 20 frames,
+    the app's limit)."""
+    import numpy as np
+
+    if not analyses:
+        return {}
+    rng = np.random.default_rng(seed)
+    top = max((float(a.detections.score.max(initial=floor)) for a in analyses), default=floor)
+    busiest = max(analyses, key=lambda a: len(a.detections))
+    one, session, kept = [], [], []
+    for i in range(repeats):
+        det = floor if i == 0 else float(rng.uniform(floor, max(top, floor)))
+        cls = float(rng.uniform(0.0, 0.9))
+        t = time.perf_counter()
+        fr = busiest.resolve(det, cls, topk)
+        one.append(time.perf_counter() - t)
+        kept.append(len(fr.objects))
+    for i in range(max(repeats // 10, 3)):
+        det = floor if i == 0 else float(rng.uniform(floor, max(top, floor)))
+        cls = float(rng.uniform(0.0, 0.9))
+        t = time.perf_counter()
+        for a in analyses:
+            a.resolve(det, cls, topk)
+        session.append(time.perf_counter() - t)
+    return {"frame_ms": _stats(one), "frame_objects_at_floor": len(busiest.detections), "frame_objects_kept_mean": round(float(np.mean(kept)), 1),
+            "session_ms": _stats(session), "session_frames": len(analyses),
+            "session_objects_at_floor": int(sum(len(a.detections) for a in analyses))}
+
+
+def cold_start(model: str | None, runtime: str, frame: Path, threads: int, imgsz: int | None = None, tile: int | None = None,
+               timeout: float = 300) -> dict:
+    """A fresh interpreter: import, load the model, answer one frame."""
+    cmd = [sys.executable, "-m", "plankton.bench", "--cold-start-child", "--runtime", runtime, "--threads", str(threads), str(frame)]
+    if model:
+        cmd += ["--model", str(model)]
+    if imgsz:
+        cmd += ["--imgsz", str(imgsz)]
+    if tile is not None:
+        cmd += ["--tile", str(tile)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=str(REPO))
+    wall = time.time() - t0
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1], "wall_s": round(wall, 2)}
+    child = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"wall_s": round(wall, 2), "first_answer_s": round(child["answered_at"] - t0, 2), "interpreter_start_s": round(child["started_at"] - t0, 2),
+            "import_s": child["import_s"], "load_s": child["load_s"], "decode_s": child["decode_s"], "predict_s": child["predict_s"],
+            "runtime": child["runtime"], "objects": child["objects"], "peak_rss_mb": child["peak_rss_mb"],
+            "note": "page cache warm (files read before); imports from an already-compiled environment"}
+
+
+def _override(cascade, args) -> None:
+    """--imgsz / --tile: change the detector's input size or tiling."""
+    import dataclasses
+
+    changes = {k: v for k, v in (("imgsz", args.imgsz), ("tile", args.tile)) if v is not None}
+    if changes:
+        cascade.detector.cfg = dataclasses.replace(cascade.detector.cfg, **changes)
+
+
+def _cold_start_child(args) -> int:
+    started = time.time()
+    t = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from .artifact import load_artifact
+    from .images import read_image
+
+    t_import = time.perf_counter()
+    cascade = load_artifact(args.model, runtime=args.runtime)
+    _override(cascade, args)
+    t_load = time.perf_counter()
+    image = read_image(args.paths[0])
+    t_decode = time.perf_counter()
+    fr = cascade.predict(image, Path(args.paths[0]).name)
+    t_pred = time.perf_counter()
+    print(json.dumps({"started_at": started, "answered_at": time.time(), "import_s": round(t_import - t, 2), "load_s": round(t_load - t_import, 2),
+                      "decode_s": round(t_decode - t_load, 2), "predict_s": round(t_pred - t_decode, 2), "runtime": getattr(cascade, "runtime", "torch"),
+                      "objects": len(fr.objects), "peak_rss_mb": round(_peak_rss_mb(), 1)}))
+    return 0
+
+
+def benchmark(args) -> dict:
+    """Everything ``main`` reports, as a dict."""
+    import numpy as np
+
+    threads = args.threads
+    paths = frame_paths(args.paths, args.frames + args.warmup)
+    result: dict = {"command": "python -m plankton.bench " + " ".join(args.argv)}
+    if not args.no_cold_start:  # first, while this process holds no model
+        result["cold_start"] = cold_start(args.model, args.runtime, paths[0], threads, args.imgsz, args.tile)
+    t = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(threads)
+    from .artifact import load_artifact
+
+    t_import = time.perf_counter()
+    cascade = load_artifact(args.model, runtime=args.runtime)
+    t_load = time.perf_counter()
+    _override(cascade, args)
+    rss_loaded = _rss_mb()
+    run = run_frames(cascade, paths, warmup=args.warmup, prefetch=args.prefetch)
+    n = run["n"]
+    stages = {s: _stats(run["times"][s]) for s in STAGES}
+    stages["detect_network"] = _stats(run["detect_network"])
+    stages["detect_pre_post"] = _stats(run["detect_pre_post"])
+    serial = sum(float(np.median(run["times"][s])) for s in STAGES) if n else None
+    rss = run["rss"]
+    k = min(GROWTH_AFTER, n)
+    after_k = rss[k - 1] if n else None
+    memory = {
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "rss_after_load_mb": round(rss_loaded, 1),
+        "rss_after_warmup_mb": round(run["rss_start"], 1),
+        f"rss_after_{k}_frames_mb": round(after_k, 1) if n else None,
+        "rss_end_mb": round(rss[-1], 1) if n else None,
+        "rss_max_after_growth_point_mb": round(max(rss[k - 1:]), 1) if n else None,
+        "growth_after_point_mb": round(rss[-1] - after_k, 1) if n else None,
+        "growth_point_frames": k,
+        "rss_every_50_frames_mb": [round(r, 1) for r in rss[49::50]],
+    }
+    fps = n / run["wall_s"] if n and run["wall_s"] > 0 else None
+    cfg = cascade.detector.cfg
+    config = getattr(cascade, "config", {}) or {}
+    result |= {
+        "model": {"path": str(getattr(cascade, "path", args.model)), "name": config.get("name"), "runtime": getattr(cascade, "runtime", "torch"),
+                  "detector": {"architecture": cfg.architecture if isinstance(cfg.architecture, str) else "custom", "imgsz": cfg.imgsz,
+                               "network_inputs_bchw": [list(s) for s in run["network_inputs"]], "tile": cfg.tile, "floor": run["floor"]},
+                  "embedder": {"backbone": config.get("embedder", {}).get("backbone"), "crop": cascade.identifier.cfg.crop.size,
+                               "batch_size": cascade.identifier.cfg.batch_size},
+                  "onnx_validation": (config.get("onnx") or {}).get("validation")},
+        "threads": threads,
+        "runtime_settings": ({"onnxruntime": getattr(cascade.detector.model, "options", {})} if getattr(cascade, "runtime", "torch") == "onnx"
+                             else {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads()}),
+        "hardware": hardware(threads),
+        "versions": versions(),
+        "frames": {"measured": n, "warmup": args.warmup, "sizes_wh": [list(s) for s in run["shapes"]], "prefetch": args.prefetch,
+                   "sources": sorted({p.name for p in paths})},
+        "load_s": {"import": round(t_import - t, 2), "load_artifact": round(t_load - t_import, 2)},
+        "stages_ms": stages,
+        "end_to_end": {"fps": round(fps, 3) if fps else None, "s_per_frame": round(1 / fps, 3) if fps else None, "wall_s": round(run["wall_s"], 2),
+                       "serial_s_per_frame_from_medians": round(serial, 3) if serial else None, "write_coco_file_once_ms": round(run["write_final_s"] * 1000, 1)},
+        "objects_per_frame_at_floor": {"mean": round(float(np.mean(run["objects"])), 1) if n else None,
+                                       "median": float(np.median(run["objects"])) if n else None, "max": int(max(run["objects"], default=0))},
+        "memory": memory,
+        "refilter": time_refilter(run["analyses"], run["cls_conf"], run["topk"], run["floor"], args.refilter_repeats),
+    }
+    cs = result.get("cold_start", {})
+    ref = result["refilter"].get("frame_ms", {}).get("p90")
+    result["targets"] = {
+        "fps>=1.5": None if fps is None else fps >= TARGETS["fps"],
+        "cold_start<=20s": None if "first_answer_s" not in cs else cs["first_answer_s"] <= TARGETS["cold_start_s"],
+        "peak_rss<=1.5GB": memory["peak_rss_mb"] <= TARGETS["peak_rss_mb"],
+        "no_growth_after_50": None if n < 2 else memory["growth_after_point_mb"] <= GROWTH_TOLERANCE_MB,
+        "refilter_p90<50ms": None if ref is None else ref < TARGETS["refilter_ms"],
+    }
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m plankton.bench", description="Benchmark the cascade on full-resolution frames.")
+    p.add_argument("paths", nargs="*", help="frames or folders (default: tests/data/frames/*.jpg)")
+    p.add_argument("--model", default=None, help="model folder (default: $PLANKTON_MODEL_DIR or the bundled model)")
+    p.add_argument("--runtime", choices=("torch", "onnx", "auto"), default="auto", help="default: auto (ONNX Runtime when the model has ONNX files)")
+    p.add_argument("--frames", type=int, default=100, help="frames measured (the given ones repeated; default %(default)s)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed frames first (default %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads for torch and ONNX Runtime (default: $PLANKTON_THREADS or the available cores)")
+    p.add_argument("--imgsz", type=int, default=None, help="override the detector's input size (long side), to weigh speed against accuracy")
+    p.add_argument("--tile", type=int, default=None, help="override the detector's tiling (0: whole frames; N: N×N tiles)")
+    p.add_argument("--prefetch", type=int, default=2, help="frames decoded ahead in a thread (0: decode inline)")
+    p.add_argument("--no-cold-start", action="store_true", help="skip the fresh-interpreter cold-start measurement")
+    p.add_argument("--refilter-repeats", type=int, default=200)
+    p.add_argument("--out", default=None, help="write the JSON here (it is printed either way)")
+    p.add_argument("--cold-start-child", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    if args.cold_start_child:  # before importing anything heavy: the child times its imports
+        os.environ["PLANKTON_THREADS"] = str(args.threads)
+        return _cold_start_child(args)
+    from .onnx import default_threads
+
+    args.threads = max(1, args.threads or default_threads())
+    os.environ["PLANKTON_THREADS"] = str(args.threads)  # ONNX Runtime sessions, here and in the cold-start child
+    result = benchmark(args)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        from .artifact import atomic_write_text
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out, text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
