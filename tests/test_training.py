@@ -94,3 +94,22 @@ def test_build_and_evaluate_artifact(trained, tmp_path):
         assert name in cfg["files"]
     assert cfg["training"]["split"]["val_ids"]
     load_artifact(model)
+
+
+def test_train_detector_continues_from_safetensors(trained, tmp_path):
+    """--init starts from given weights, not from a fresh random init: mark
+    the weights (first conv + 1.0), train briefly, and the mark is still there."""
+    from safetensors.torch import load_file, save_file
+
+    from training import train_detector
+
+    out, work, _, _ = trained
+    state = load_file(str(work / "det" / "detector.safetensors"))
+    key = "model.0.conv.weight"
+    state[key] = state[key] + 1.0
+    save_file(state, str(tmp_path / "init.safetensors"))
+    train_detector.main(["--data", str(out / "detector" / "data.yaml"), "--model", "yolov8n.yaml", "--imgsz", "320", "--epochs", "1",
+                         "--batch", "2", "--workers", "0", "--device", "cpu", "--project", str(tmp_path), "--out", str(tmp_path / "det"),
+                         "--init", str(tmp_path / "init.safetensors")])
+    after = load_file(str(tmp_path / "det" / "detector.safetensors"))
+    assert float(after[key].mean() - state[key].mean()) == pytest.approx(0, abs=0.2), "the marked init was not used"

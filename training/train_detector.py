@@ -45,6 +45,22 @@ def _localised(data_yaml: str) -> str:
     return str(dst)
 
 
+def _init_from_safetensors(path: str):
+    """A trainer callback: load our own safetensors weights into the model
+    Ultralytics has just built (and into its EMA copy), before epoch 1."""
+
+    def callback(trainer) -> None:
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+        trainer.model.load_state_dict(state)
+        if trainer.ema:
+            trainer.ema.ema.load_state_dict(state)
+        log.info("initialised the detector from %s", path)
+
+    return callback
+
+
 def export_weights(checkpoint: str | Path, out: str | Path, architecture: str) -> dict:
     """Ultralytics checkpoint (our own training output) → safetensors weights
     plus a JSON description that ``save_artifact`` can consume."""
@@ -81,7 +97,9 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default=None)
     p.add_argument("--project", default="work/runs")
     p.add_argument("--name", default="detector")
-    p.add_argument("--resume", default=None, help="last.pt of an interrupted run")
+    p.add_argument("--resume", default=None, help="last.pt of an interrupted run (same machine)")
+    p.add_argument("--init", default=None, help="start from these safetensors weights, e.g. models/default/detector.safetensors: "
+                   "continues training on a new machine without unpickling anything")
     p.add_argument("--fraction", type=float, default=1.0, help="share of training images (quick tests)")
     p.add_argument("--out", default=None, help="where to write detector.safetensors (default: the run folder)")
     p.add_argument("--seed", type=int, default=0)
@@ -96,6 +114,8 @@ def main(argv=None) -> dict:
         model.train(resume=True)
     else:
         model = YOLO(args.model, task="detect")
+        if args.init:
+            model.add_callback("on_pretrain_routine_end", _init_from_safetensors(args.init))
         model.train(
             data=_localised(args.data), imgsz=args.imgsz, epochs=args.epochs, time=args.hours or None, batch=args.batch,
             workers=args.workers, device=device, project=str(Path(args.project).resolve()), name=args.name, exist_ok=True,
