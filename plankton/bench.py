@@ -80,7 +80,7 @@ def hardware(threads: int) -> dict:
         import psutil
 
         info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
-        info["load_average_1m"] = round(os.getloadavg()[0], 2)
+        info["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)  # other processes competing for the CPUs
     except (ImportError, OSError):
         pass
     return info
@@ -345,6 +345,7 @@ def benchmark(args) -> dict:
     threads = args.threads
     paths = frame_paths(args.paths, args.frames + args.warmup)
     result: dict = {"command": "python -m plankton.bench " + " ".join(args.argv)}
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if not args.no_cold_start:  # first, while this process holds no model
         result["cold_start"] = cold_start(args.model, args.runtime, paths[0], threads, args.imgsz, args.tile)
     t = time.perf_counter()
@@ -391,7 +392,7 @@ def benchmark(args) -> dict:
         "threads": threads,
         "runtime_settings": ({"onnxruntime": getattr(cascade.detector.model, "options", {})} if getattr(cascade, "runtime", "torch") == "onnx"
                              else {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads()}),
-        "hardware": hardware(threads),
+        "hardware": hardware(threads) | {"load_average_1m_at_start": None if load_start is None else round(load_start, 2)},
         "versions": versions(),
         "frames": {"measured": n, "warmup": args.warmup, "sizes_wh": [list(s) for s in run["shapes"]], "prefetch": args.prefetch,
                    "sources": sorted({p.name for p in paths})},

@@ -44,7 +44,7 @@ def open_set_threshold(train_sim: np.ndarray, labels: np.ndarray, quantile: floa
     ``quantile`` of training crops' similarity to their own class, so about
     that share of known-species crops would be called unknown."""
     own = train_sim[np.arange(len(labels)), labels]
-    return float(np.round(np.quantile(own, quantile), 3))
+    return round(float(np.quantile(own, quantile)), 3)
 
 
 def main(argv=None) -> Path:
