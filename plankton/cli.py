@@ -40,7 +40,7 @@ def _model_dir(args):
 def _load_model(args):
     from .artifact import load_artifact
 
-    return load_artifact(_model_dir(args), device=args.device)
+    return load_artifact(_model_dir(args), device=args.device, runtime=args.runtime)
 
 
 def _tile(args, cascade) -> int | None:
@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         model_args(sp)
         sp.add_argument("--cls-conf", type=float, default=None, help="identifier similarity threshold (default: the model's)")
         sp.add_argument("--device", default="cpu")
+        sp.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"], help="auto: ONNX Runtime when the model carries current .onnx files and the device is the CPU, else PyTorch")
         sp.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default %(default)s)")
         sp.add_argument("--quiet", action="store_true")
 

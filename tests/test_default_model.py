@@ -54,3 +54,14 @@ def test_names_the_known_objects(cascade, frames_coco):
         right += sum(o.species == names[b.category_id] for o, b in zip(frame.objects, boxes))
         total += len(boxes)
     assert right / total >= 0.7, f"named {right} of {total} known objects correctly"
+
+
+def test_onnx_runtime_matches_pytorch_on_the_bundled_model(cascade, frame):
+    """The bundled model carries ONNX files; "auto" picks them, and the
+    answers are the PyTorch path's."""
+    image, _ = frame
+    fast = load_artifact(DEFAULT_MODEL_DIR, runtime="auto")
+    assert fast.runtime == "onnx"
+    a, b = cascade.predict(image), fast.predict(image)
+    assert [o.species for o in a.objects] == [o.species for o in b.objects]
+    np.testing.assert_allclose([o.xyxy for o in a.objects], [o.xyxy for o in b.objects], atol=1.0)

@@ -141,7 +141,11 @@ def test_session_options(monkeypatch):
     so = session_options()
     assert so.intra_op_num_threads == 3
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert so.get_session_config_entry("session.set_denormal_as_zero") == "1"
     assert session_options(1).intra_op_num_threads == 1
+    monkeypatch.setenv("PLANKTON_ORT_SPIN", "1")
+    assert session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
 
 
 def test_export_script_records_graph_metadata(onnx_artifact):
