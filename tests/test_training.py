@@ -113,3 +113,11 @@ def test_train_detector_continues_from_safetensors(trained, tmp_path):
                          "--init", str(tmp_path / "init.safetensors")])
     after = load_file(str(tmp_path / "det" / "detector.safetensors"))
     assert float(after[key].mean() - state[key].mean()) == pytest.approx(0, abs=0.2), "the marked init was not used"
+
+
+def test_gpu_bench_runs_on_the_cpu_too(tiny_artifact, tmp_path):
+    from training import gpu_bench
+
+    out = gpu_bench.main(["--model", str(tiny_artifact), "--frames", "2", "--batch", "1", "2", "--device", "cpu", "--out", str(tmp_path / "b.json")])
+    assert set(out["batches"]) == {"1", "2"} and all(b["fps"] > 0 for b in out["batches"].values())
+    assert json.loads((tmp_path / "b.json").read_text())["frames"] == 2
