@@ -36,6 +36,26 @@ def background_colour(image: np.ndarray) -> tuple[int, int, int]:
     return tuple(int(v) for v in np.median(sample, axis=0))
 
 
+MAX_CANVAS = 4096  # larger regions (only in odd, very wide or tall frames) are never padded at full size
+
+
+def _crop_large(image: np.ndarray, region: tuple[int, int, int], size: int, fill) -> np.ndarray:
+    """The crop of a square region too large to pad at full resolution:
+    resize only the part inside the frame and place it on a size×size fill."""
+    x1, y1, side = region
+    H, W = image.shape[:2]
+    out = np.empty((size, size, 3), np.uint8)
+    out[:] = fill
+    sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x1 + side, W), min(y1 + side, H)
+    if sx2 <= sx1 or sy2 <= sy1:
+        return out
+    s = size / side
+    dx, dy = min(int((sx1 - x1) * s), size - 1), min(int((sy1 - y1) * s), size - 1)
+    dw, dh = max(1, min(round((sx2 - sx1) * s), size - dx)), max(1, min(round((sy2 - sy1) * s), size - dy))
+    out[dy : dy + dh, dx : dx + dw] = cv2.resize(image[sy1:sy2, sx1:sx2], (dw, dh), interpolation=cv2.INTER_AREA)
+    return out
+
+
 def extract_crops(image: np.ndarray, xyxy: np.ndarray, cfg: CropConfig, fill=None) -> np.ndarray:
     """Crops of the boxes of one frame.
 
@@ -55,6 +75,9 @@ def extract_crops(image: np.ndarray, xyxy: np.ndarray, cfg: CropConfig, fill=Non
     regions = np.round(square_context_box(xyxy, cfg.context, cfg.min_side)).astype(int)
     for i, (x1, y1, x2, y2) in enumerate(regions):
         side = max(x2 - x1, 1)
+        if side > MAX_CANVAS:
+            out[i] = _crop_large(image, (x1, y1, side), cfg.size, fill)
+            continue
         canvas = np.empty((side, side, 3), np.uint8)
         canvas[:] = fill
         sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x1 + side, W), min(y1 + side, H)

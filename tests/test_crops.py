@@ -141,3 +141,20 @@ def test_aspect_ratio_is_preserved():
     width, height = cols.max() - cols.min() + 1, rows.max() - rows.min() + 1
     assert 3 <= width / height <= 5  # 4:1, as in the frame
     assert is_red[48, 20:76].all() and not is_red[:36].any() and not is_red[60:].any()
+
+
+def test_huge_region_of_a_very_wide_frame_is_cropped_without_padding_it_at_full_size():
+    """A box spanning a 200000×10 frame needs a 300000-px square region; it
+    must not be allocated (about 270 GB), yet the frame's content must land
+    in the middle band of the crop."""
+    from plankton.crops import CropConfig, extract_crops
+
+    image = np.full((10, 200_000, 3), 200, np.uint8)
+    image[:, :100_000] = 0  # left half dark
+    crop = extract_crops(image, np.array([[0, 0, 200_000, 10]], np.float32), CropConfig(size=64), fill=(255, 255, 255))[0]
+    assert crop.shape == (64, 64, 3)
+    rows = np.flatnonzero(crop.min(axis=(1, 2)) < 255)  # the frame is 10 px of a 300000-px region: one row
+    assert 1 <= len(rows) <= 2 and abs(rows.mean() - 31.5) <= 1.5
+    band = crop[rows[0]]
+    assert band[15:25].max() < 50 and band[40:48].min() > 150  # dark left half, light right half
+    assert crop[0].min() == 255 and crop[-1].min() == 255  # above and below the frame: fill
