@@ -74,7 +74,12 @@ def cmd_predict(args) -> int:
             _err(str(e))
             status = EXIT_PARTIAL
             continue
-        frame = cascade.predict(image, path.name, det_conf, cls_conf, tile=_tile(args, cascade))
+        try:
+            frame = cascade.predict(image, path.name, det_conf, cls_conf, tile=_tile(args, cascade))
+        except MemoryError:  # e.g. crops of a 200000×10 frame; the rest of the batch still runs
+            _err(f"{path}: out of memory analysing a {image.shape[1]}x{image.shape[0]} frame")
+            status = EXIT_PARTIAL
+            continue
         frames.append(frame)
         if args.annotate:
             target = out / "annotated" / f"{path.stem}.jpg"

@@ -406,7 +406,12 @@ class Service:
             if progress is not None:
                 progress(len(session.frames) / max(len(paths), len(session.frames) + 1), f"Analysing {src.name}")
             key = hashlib.sha256(src.data).hexdigest()
-            session.frames.append(Frame(src.name, self.compute(image, key)))
+            try:
+                computed = self.compute(image, key)
+            except MemoryError:  # e.g. crops of a 200000×10 frame: skip it, keep serving
+                problems.append(f"{src.name}: out of memory analysing a {image.shape[1]}x{image.shape[0]} frame")
+                continue
+            session.frames.append(Frame(src.name, computed))
         session.messages = problems
         if not session.frames:
             raise InputError("No usable image in the upload. " + " · ".join(problems))
