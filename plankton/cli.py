@@ -50,6 +50,7 @@ def _tile(args, cascade) -> int | None:
 
 
 def cmd_predict(args) -> int:
+    from .journal import Journal
     from .writers import save_annotated, write_coco, write_detections_csv
 
     status, paths = EXIT_OK, []
@@ -67,7 +68,18 @@ def cmd_predict(args) -> int:
     frames, written = [], set()
     det_conf = cascade.det_conf if args.det_conf is None else args.det_conf
     cls_conf = cascade.cls_conf if args.cls_conf is None else args.cls_conf
+    settings = {"model": cascade.config.get("files", {}).get("detector.safetensors", {}).get("sha256"), "embedder": cascade.config.get("files", {}).get("embedder.safetensors", {}).get("sha256"),
+                "prototypes": list(cascade.identifier.prototypes.names), "det_conf": det_conf, "cls_conf": cls_conf, "tile": _tile(args, cascade)}
+    journal = Journal(out, settings, args.resume)
+    if journal.stale:
+        _err("the unfinished run in this folder used other settings; starting over")
+    elif journal.done:
+        _err(f"resuming: {len(journal.done)} frames already done")
     for path in tqdm(paths, desc="frames", unit="frame", disable=len(paths) < 2 or args.quiet):
+        key = str(path.resolve())
+        if key in journal.done:
+            frames.append(journal.done[key])
+            continue
         try:
             image = read_image(path, max_pixels=args.max_pixels)
         except ImageError as e:
@@ -81,6 +93,7 @@ def cmd_predict(args) -> int:
             status = EXIT_PARTIAL
             continue
         frames.append(frame)
+        journal.add(key, frame)
         if args.annotate:
             target = out / "annotated" / f"{path.stem}.jpg"
             n = 1
@@ -88,8 +101,14 @@ def cmd_predict(args) -> int:
                 target, n = target.with_name(f"{path.stem}_{n}.jpg"), n + 1
             written.add(target.name)
             save_annotated(target, image, frame)
-    write_detections_csv(out / "detections.csv", frames)
-    write_coco(out / "predictions.coco.json", frames, cascade.config.get("categories", []))
+    try:
+        write_detections_csv(out / "detections.csv", frames)
+        write_coco(out / "predictions.coco.json", frames, cascade.config.get("categories", []))
+    except OSError as e:  # disk full, read-only folder…: finished frames stay in the journal
+        journal.close()
+        _err(f"cannot write the results to {out}: {e.strerror or e}; rerun with --resume once that is fixed")
+        return EXIT_PARTIAL
+    journal.finish()
     if not args.quiet:
         n = sum(len(f.objects) for f in frames)
         print(f"{len(frames)} frames, {n} objects → {out / 'detections.csv'}", file=sys.stderr)
@@ -170,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--det-conf", type=float, default=None, help="detector confidence threshold (default: the model's)")
     pr.add_argument("--tile", action=argparse.BooleanOptionalAction, default=None, help="sliced inference for small objects (default: the model's)")
     pr.add_argument("--annotate", action="store_true", help="also write annotated images to OUT/annotated/")
+    pr.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT: frames it finished are not redone")
     pr.set_defaults(func=cmd_predict)
 
     cl = sub.add_parser("classify", help="identify the boxes of a COCO file (no detector)")

@@ -317,6 +317,8 @@ def test_out_of_memory_on_one_frame_skips_it(tiny_artifact, tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert code == 2 and err.strip() == f"plankton: {wide}: out of memory analysing a 4000x10 frame"
     assert [im["file_name"] for im in json.loads((tmp_path / "out" / "predictions.coco.json").read_text())["images"]] == ["good.png"]
+    compute = server.service.compute
+    monkeypatch.setattr(server.service, "compute", lambda image, key=None: _fail_on_wide(lambda _, im, *a, **k: compute(im, *a, **k))(None, image, key))
     session = server.service.analyse([wide, good])
     assert [f.name for f in session.frames] == ["good.png"]
     assert session.messages == ["very_wide.png: out of memory analysing a 4000x10 frame"]
