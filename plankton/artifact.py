@@ -16,7 +16,6 @@ import torch
 
 from . import __version__
 from .cascade import Cascade
-from .crops import CropConfig
 from .detector import Detector, DetectorConfig, build_detection_model
 from .embedder import EmbeddingNet
 from .identifier import Identifier, IdentifierConfig
@@ -225,4 +224,4 @@ def load_artifact(folder: str | Path | None = None, device: str = "cpu", verify:
     return cascade
 
 
-__all__ = ["ArtifactError", "CropConfig", "load_artifact", "save_artifact", "read_config", "write_manifest", "DEFAULT_MODEL_DIR"]
+__all__ = ["ArtifactError", "load_artifact", "save_artifact", "read_config", "write_manifest", "DEFAULT_MODEL_DIR"]

@@ -177,12 +177,16 @@ def test_classify(runs, frames_coco, tiny_artifact):
         assert (row["species"] == "unknown") == (float(row["similarity"]) < 0.0)  # the tiny model's threshold is 0
 
 
-def test_classify_broken_coco_file(runs):
-    results, out, _ = runs
-    r = results["classify_broken"]
+def _one_line_failure(r) -> None:
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_classify_broken_coco_file(runs):
+    results, out, _ = runs
+    r = results["classify_broken"]
+    _one_line_failure(r)
     assert "broken.coco.json" in r.stderr and "not valid JSON" in r.stderr
     assert not (out["classify_broken"] / "classifications.csv").exists()
 
@@ -190,9 +194,7 @@ def test_classify_broken_coco_file(runs):
 def test_model_folder_with_a_missing_file(runs):
     results, out, _ = runs
     r = results["broken_model"]
-    assert r.returncode == 2
-    assert "Traceback" not in r.stderr
-    assert r.stderr.strip().count("\n") == 0, r.stderr
+    _one_line_failure(r)
     assert r.stderr.startswith("plankton:") and "embedder.safetensors" in r.stderr and "missing" in r.stderr
     assert not (out["broken_model"] / "detections.csv").exists()
 

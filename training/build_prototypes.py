@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
@@ -45,6 +44,16 @@ def open_set_threshold(train_sim: np.ndarray, labels: np.ndarray, quantile: floa
     that share of known-species crops would be called unknown."""
     own = train_sim[np.arange(len(labels)), labels]
     return round(float(np.quantile(own, quantile)), 3)
+
+
+def portable_split(split: dict) -> dict:
+    """The split as recorded in the artifact: frame ids and file names, the
+    annotation file's name and sha256, but no local paths, which mean
+    nothing on another machine."""
+    meta = {k: v for k, v in split["meta"].items() if k not in ("annotations", "image_root")}
+    if split["meta"].get("annotations"):
+        meta["annotations_file"] = Path(split["meta"]["annotations"]).name
+    return split | {"meta": meta}
 
 
 def main(argv=None) -> Path:
@@ -89,7 +98,7 @@ def main(argv=None) -> Path:
     det_summary = json.loads(det_train.read_text()) if det_train.exists() else {}
     training = {
         "data": "StudyCase brightfield frames (1920×1080), frame-level split",
-        "split": json.loads(split.read_text()) if split.exists() else None,
+        "split": portable_split(json.loads(split.read_text())) if split.exists() else None,
         "detector": {"architecture": det_info["architecture"]} | {k: det_summary.get(k) for k in ("epochs_done", "learning_curve", "hardware", "device", "args")},
         "embedder": {k: emb_info.get(k) for k in ("backbone", "best_val_f1_macro", "history", "train_crops", "val_crops", "hardware", "device", "args")},
         "prototypes": {"command": "python -m training.build_prototypes " + " ".join(sys.argv[1:] if argv is None else argv), "threshold_rule": f"{args.quantile:.0%} quantile of training crops' own-class similarity", "hardware": hardware()},

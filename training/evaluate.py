@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     model_dir, data = Path(args.model), Path(args.data)
     split = json.loads((data / "split.json").read_text())
-    coco = load_coco(args.coco or split["meta"]["source"], strict=False)
+    coco = load_coco(args.coco or split["meta"]["annotations"], strict=False)
     val_ids = split["val_ids"][: args.limit] if args.limit else split["val_ids"]
     cascade = load_artifact(model_dir)
     names = cascade.identifier.prototypes.names

@@ -42,7 +42,7 @@ def validation_parity(folder: Path, data: Path, limit: int = 0, sizes: tuple[int
     from .detection_metrics import coco_ap
 
     split = json.loads((data / "split.json").read_text())
-    coco = load_coco(split["meta"]["source"], strict=False)
+    coco = load_coco(split["meta"]["annotations"], strict=False)
     ids = split["val_ids"][:limit] if limit else split["val_ids"]
     runs = {"torch": load_artifact(folder, runtime="torch"), "onnx": load_artifact(folder, runtime="onnx")}
     base = runs["onnx"].detector

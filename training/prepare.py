@@ -1,7 +1,7 @@
 """COCO → the detector's YOLO data set (one super-class, native-resolution
 frames or tiles) and the identifier's crop index, from a frame-level split.
 
-    python -m training.prepare --coco ../shared/data/studycase/annotations.coco.json --out work/data
+    python -m training.prepare --coco PATH/TO/studycase/annotations.coco.json --out work/data
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from plankton.data import CocoDataset, load_coco, sha256_file, split_frames, write_split
+from plankton.data import CocoDataset, load_coco, split_frames, write_split
 from plankton.geometry import tile_origins
 
 from .common import log, setup, write_json
@@ -98,7 +98,7 @@ def main(argv=None) -> dict:
     train_ids, val_ids = split_frames(ds, args.val_fraction, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_split(out / "split.json", train_ids, val_ids, ds, seed=args.seed, val_fraction=args.val_fraction, annotations_sha256=sha256_file(args.coco), source=str(args.coco))
+    write_split(out / "split.json", train_ids, val_ids, ds, seed=args.seed, val_fraction=args.val_fraction)
 
     det = out / "detector"
     if det.exists():
