@@ -83,6 +83,8 @@ def test_build_and_evaluate_artifact(trained, tmp_path):
     out, work, _, _ = trained
     model = build_prototypes.main(["--crops", str(out / "crops.json"), "--detector", str(work / "det"), "--embedder", str(work / "emb"),
                                    "--out", str(tmp_path / "model"), "--det-imgsz", "640"])
+    cfg = read_config(model, check_files=False)["training"]["detector"]
+    assert [r["epoch"] for r in cfg["learning_curve"]] == [1] and cfg["epochs_done"] == 1 and len(cfg["stages"]) == 1
     metrics = evaluate.main(["--model", str(model), "--data", str(out), "--no-umap", "--det-floor", "0.01", "--e2e-floor", "0.05"])
     for key in ("ap50", "ap50_95", "precision", "recall"):
         assert 0 <= metrics["detection"][key] <= 1
@@ -121,3 +123,86 @@ def test_gpu_bench_runs_on_the_cpu_too(tiny_artifact, tmp_path):
     out = gpu_bench.main(["--model", str(tiny_artifact), "--frames", "2", "--batch", "1", "2", "--device", "cpu", "--out", str(tmp_path / "b.json")])
     assert set(out["batches"]) == {"1", "2"} and all(b["fps"] > 0 for b in out["batches"].values())
     assert json.loads((tmp_path / "b.json").read_text())["frames"] == 2
+
+
+def test_build_prototypes_joins_the_detector_stages(trained, tmp_path):
+    """A detector continued with --init: the stages' learning curves are
+    joined with running epoch numbers, and each stage keeps its hardware."""
+    from plankton.artifact import read_config
+    from training import build_prototypes
+
+    out, work, _, _ = trained
+    first = work / "det" / "train_detector.json"
+    model = build_prototypes.main(["--crops", str(out / "crops.json"), "--detector", str(work / "det"), "--embedder", str(work / "emb"),
+                                   "--detector-before", str(first), "--out", str(tmp_path / "model"), "--det-imgsz", "640"])
+    det = read_config(model, check_files=False)["training"]["detector"]
+    assert [(r["epoch"], r["stage"]) for r in det["learning_curve"]] == [(1, 1), (2, 2)]
+    assert det["epochs_done"] == 2 and [s["epochs_done"] for s in det["stages"]] == [1, 1]
+    assert all(s["hardware"]["cpus"] >= 1 for s in det["stages"])
+
+
+def test_resplit_keeps_frames_whole(prepared):
+    from training.crops_data import load_index
+
+    out, _ = prepared
+    original = load_index(out / "crops.json", "train")[0] + load_index(out / "crops.json", "val")[0]
+    for seed in (1, 2):
+        tr, names, _ = load_index(out / "crops.json", "train", split_seed=seed)
+        va, _, _ = load_index(out / "crops.json", "val", names, split_seed=seed)
+        assert len(tr) + len(va) == len(original)
+        assert tr and va and not {r["image_id"] for r in tr} & {r["image_id"] for r in va}
+
+
+def test_choose_embedder_picks_the_best_mean_over_splits(prepared, tmp_path):
+    """Real tiny runs on two splits each; the choice is the setting whose
+    F1-macro averaged over both splits is highest, and its run on the
+    shipped split is what gets copied."""
+    from training import choose_embedder, train_embedder
+
+    out, _ = prepared
+    common = ["--crops", str(out / "crops.json"), "--backbone", "resnet18", "--pretrained", "", "--size", "32", "--epochs", "2",
+              "--batch", "8", "--workers", "0", "--device", "cpu"]
+    infos = {}
+    for name, sampling in (("u", "uniform"), ("b", "balanced")):
+        for split, extra in (("orig", []), ("s1", ["--split-seed", "1"])):
+            infos[name, split] = train_embedder.main(common + ["--out", str(tmp_path / "runs" / f"{name}_{split}"), "--sampling", sampling, *extra])
+    # --max-minutes stops a run early and still writes its summary
+    short = train_embedder.main(common + ["--out", str(tmp_path / "short"), "--max-minutes", "1e-6"])
+    assert len(short["history"]) == 1
+    summary = choose_embedder.main([str(tmp_path / "runs"), str(tmp_path / "chosen")])
+    mean = {n: (infos[n, "orig"]["best_val_f1_macro"] + infos[n, "s1"]["best_val_f1_macro"]) / 2 for n in ("u", "b")}
+    assert summary["chosen"] == max(mean, key=mean.get)
+    assert summary["mean_f1_macro"] == pytest.approx(mean)
+    chosen = json.loads((tmp_path / "chosen" / "embedder.json").read_text())
+    assert chosen["args"]["out"].endswith(f"{summary['chosen']}_orig")
+    assert (tmp_path / "chosen" / "embedder.safetensors").exists() and (tmp_path / "chosen" / "comparison.json").exists()
+
+
+def test_save_backbone_round_trips_the_package_weights(tmp_path):
+    import torch
+
+    from plankton.embedder import BACKBONES, EmbeddingNet
+    from training import save_backbone
+
+    path = save_backbone.main(["efficientnet_lite0", str(tmp_path / "lite0.safetensors")])
+    reference = BACKBONES["efficientnet_lite0"].build()
+    BACKBONES["efficientnet_lite0"].load_pretrained(reference, "package")
+    loaded = EmbeddingNet("efficientnet_lite0", 64, pretrained=str(path)).backbone.state_dict()
+    for k, v in reference.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(loaded[k], v, atol=2e-3, rtol=1e-3)
+
+
+def test_identification_metrics_by_hand():
+    import numpy as np
+
+    from training.evaluate import identification_metrics
+
+    true = np.array(["a", "a", "b", "b"], dtype=object)
+    sim = np.array([[0.9, 0.1], [0.4, 0.3], [0.2, 0.8], [0.7, 0.6]])
+    m = identification_metrics(true, sim, ["a", "b"], threshold=0.5)
+    assert m["top1"] == 0.75  # best match: a a b a
+    assert m["unknown_rate_at_threshold"] == 0.25  # the second row is below 0.5
+    assert m["top1_at_threshold"] == 0.5 and m["accuracy_of_named_at_threshold"] == pytest.approx(2 / 3)
+    # without a's prototype both a rows fall below 0.5; without b's, one of two
+    assert [(r["species"], r["unknown_rate"]) for r in m["open_set"]["per_species"]] == [("a", 1.0), ("b", 0.5)]

@@ -56,12 +56,36 @@ def portable_split(split: dict) -> dict:
     return split | {"meta": meta}
 
 
+def detector_history(architecture: str, stages: list[dict]) -> dict:
+    """train_detector summaries of successive stages (each continuing from
+    the last one's weights) → one learning curve with running epoch numbers
+    and a ``stage`` field, plus each stage's epochs, wall time and hardware."""
+    curve, done = [], 0
+    for i, st in enumerate(stages):
+        curve += [r | {"epoch": done + r["epoch"], "stage": i + 1} for r in st.get("learning_curve") or []]
+        done += st.get("epochs_done") or 0
+    info = [{"epochs_done": st.get("epochs_done"), "wall_s": (st.get("learning_curve") or [{}])[-1].get("time"),
+             "hardware": st.get("hardware"), "device": st.get("device"), "args": st.get("args")} for st in stages]
+    return {"architecture": architecture, "epochs_done": done, "learning_curve": curve, "stages": info}
+
+
+def embedder_choice(folder: Path) -> dict | None:
+    """The comparison training.choose_embedder wrote, without the per-epoch histories."""
+    f = folder / "comparison.json"
+    if not f.exists():
+        return None
+    c = json.loads(f.read_text())
+    return c | {"runs": {n: {s: {k: v for k, v in r.items() if k != "history"} for s, r in runs.items()} for n, runs in c["runs"].items()}}
+
+
 def main(argv=None) -> Path:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--crops", required=True)
     p.add_argument("--detector", required=True, help="folder with detector.safetensors and detector.json")
     p.add_argument("--embedder", required=True, help="folder with embedder.safetensors and embedder.json")
     p.add_argument("--out", default="models/default")
+    p.add_argument("--detector-before", nargs="*", default=[], metavar="JSON",
+                   help="train_detector.json of earlier stages (oldest first) that this detector continued from (--init)")
     p.add_argument("--k", type=int, default=5, help="sub-centres per class")
     p.add_argument("--det-conf", type=float, default=0.05, help="default detector threshold (low: recall first; set a priori, not tuned on validation)")
     p.add_argument("--det-imgsz", type=int, default=1920)
@@ -95,12 +119,14 @@ def main(argv=None) -> Path:
     det_cfg = DetectorConfig(architecture=det_info["architecture"], imgsz=args.det_imgsz, conf=args.det_conf)
     split = Path(args.crops).parent / "split.json"
     det_train = Path(args.detector) / "train_detector.json"
-    det_summary = json.loads(det_train.read_text()) if det_train.exists() else {}
+    stages = [json.loads(Path(f).read_text()) for f in args.detector_before]
+    stages += [json.loads(det_train.read_text())] if det_train.exists() else []
     training = {
         "data": "StudyCase brightfield frames (1920×1080), frame-level split",
         "split": portable_split(json.loads(split.read_text())) if split.exists() else None,
-        "detector": {"architecture": det_info["architecture"]} | {k: det_summary.get(k) for k in ("epochs_done", "learning_curve", "hardware", "device", "args")},
-        "embedder": {k: emb_info.get(k) for k in ("backbone", "best_val_f1_macro", "history", "train_crops", "val_crops", "hardware", "device", "args")},
+        "detector": detector_history(det_info["architecture"], stages),
+        "embedder": {k: emb_info.get(k) for k in ("backbone", "best_val_f1_macro", "history", "train_crops", "val_crops", "hardware", "device", "args")}
+        | {"comparison": embedder_choice(Path(args.embedder))},
         "prototypes": {"command": "python -m training.build_prototypes " + " ".join(sys.argv[1:] if argv is None else argv), "threshold_rule": f"{args.quantile:.0%} quantile of training crops' own-class similarity", "hardware": hardware()},
     }
     out = save_artifact(

@@ -14,12 +14,16 @@ from plankton.crops import CropConfig, background_colour, extract_crops
 from plankton.images import read_image
 
 
-def load_index(path: str | Path, split: str, names: list[str] | None = None):
+def load_index(path: str | Path, split: str, names: list[str] | None = None, split_seed: int | None = None):
     """crops.json → (records of one split, class names). Class names default
-    to the categories that have training crops, in category-id order."""
+    to the categories that have training crops, in category-id order. With
+    ``split_seed``, the frames are split again (same stratified rule, other
+    seed), so that choices need not rest on one validation split."""
     index = json.loads(Path(path).read_text())
     root = Path(path).resolve().parent  # frame paths are relative to the index
     index["crops"] = [r | {"file": str(root / r["file"])} for r in index["crops"]]
+    if split_seed is not None:
+        index["crops"] = resplit(index["crops"], split_seed)
     cats = {c["id"]: c["name"] for c in index["categories"]}
     if names is None:
         present = {r["category_id"] for r in index["crops"] if r["split"] == "train"}
@@ -27,6 +31,21 @@ def load_index(path: str | Path, split: str, names: list[str] | None = None):
     lookup = {n: i for i, n in enumerate(names)}
     records = [r | {"label": lookup.get(cats[r["category_id"]], -1), "name": cats[r["category_id"]]} for r in index["crops"] if r["split"] == split]
     return records, names, index["categories"]
+
+
+def resplit(records: list[dict], seed: int) -> list[dict]:
+    """Reassign whole frames to train/val with ``plankton.data.split_frames``,
+    keeping the original validation share."""
+    from types import SimpleNamespace
+
+    from plankton.data import split_frames
+
+    frames = {r["image_id"] for r in records}
+    share = len({r["image_id"] for r in records if r["split"] == "val"}) / max(len(frames), 1)
+    boxes = [SimpleNamespace(id=r["ann_id"], image_id=r["image_id"], category_id=r["category_id"]) for r in records]
+    _, val = split_frames(SimpleNamespace(images=dict.fromkeys(frames), boxes=boxes), share, seed)
+    val = set(val)
+    return [r | {"split": "val" if r["image_id"] in val else "train"} for r in records]
 
 
 class FrameCache:

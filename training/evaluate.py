@@ -39,6 +39,8 @@ def identification_metrics(true: np.ndarray, sim: np.ndarray, names: list[str], 
     t, s = true[known], sim[known]
     pred = np.asarray(names, dtype=object)[s.argmax(1)] if len(t) else np.array([], dtype=object)
     present = sorted(set(t))
+    at = predict_labels(s, names, threshold)  # as the cascade answers: unknown below the threshold
+    named = at != UNKNOWN
     unseen = []
     for c in present:
         keep = [j for j, n in enumerate(names) if n != c]
@@ -50,7 +52,9 @@ def identification_metrics(true: np.ndarray, sim: np.ndarray, names: list[str], 
         "f1_macro": float(f1_score(t, pred, labels=present, average="macro", zero_division=0)),
         "f1_weighted": float(f1_score(t, pred, labels=present, average="weighted", zero_division=0)),
         "threshold": threshold,
-        "unknown_rate_at_threshold": float(np.mean(predict_labels(s, names, threshold) == UNKNOWN)),
+        "unknown_rate_at_threshold": float(np.mean(~named)) if len(t) else 0.0,
+        "top1_at_threshold": float(np.mean(at == t)) if len(t) else 0.0,
+        "accuracy_of_named_at_threshold": float(np.mean(at[named] == t[named])) if named.any() else None,
         "per_class": per_class_table(true, sim, names, threshold),
         "per_class_argmax": per_class_table(t, s, names, -1.0),
         "coverage": coverage_curve(t, s, names),

@@ -55,6 +55,9 @@ def learning_curves(detector: list[dict] | None, embedder: list[dict] | None, pa
         e = [r["epoch"] for r in detector]
         for key, label in (("ap50", "AP@0.5"), ("ap50_95", "AP@0.5:0.95"), ("recall", "recall")):
             axes[0].plot(e, [r.get(key, np.nan) for r in detector], label=label)
+        for a, b in zip(detector, detector[1:]):  # a later stage continued from the earlier one's weights
+            if a.get("stage") != b.get("stage"):
+                axes[0].axvline(a["epoch"] + 0.5, color="grey", ls=":", lw=1)
         axes[0].legend()
     axes[0].set(title="Detector (validation frames)", xlabel="epoch", ylim=(0, 1))
     if embedder:

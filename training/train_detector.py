@@ -100,6 +100,8 @@ def main(argv=None) -> dict:
     p.add_argument("--resume", default=None, help="last.pt of an interrupted run (same machine)")
     p.add_argument("--init", default=None, help="start from these safetensors weights, e.g. models/default/detector.safetensors: "
                    "continues training on a new machine without unpickling anything")
+    p.add_argument("--lr0", type=float, default=0.002, help="AdamW learning rate (lower it when continuing from --init)")
+    p.add_argument("--cache", default="none", choices=["none", "ram", "disk"], help="Ultralytics image cache (ram: decode each frame once)")
     p.add_argument("--fraction", type=float, default=1.0, help="share of training images (quick tests)")
     p.add_argument("--out", default=None, help="where to write detector.safetensors (default: the run folder)")
     p.add_argument("--seed", type=int, default=0)
@@ -120,11 +122,11 @@ def main(argv=None) -> dict:
             data=_localised(args.data), imgsz=args.imgsz, epochs=args.epochs, time=args.hours or None, batch=args.batch,
             workers=args.workers, device=device, project=str(Path(args.project).resolve()), name=args.name, exist_ok=True,
             single_cls=True, pretrained=False, seed=args.seed, deterministic=False, fraction=args.fraction,
-            optimizer="AdamW", lr0=0.002, cos_lr=True, warmup_epochs=1, close_mosaic=max(1, args.epochs // 10),
+            optimizer="AdamW", lr0=args.lr0, cos_lr=True, warmup_epochs=1, close_mosaic=max(1, args.epochs // 10),
             # Microscope frames have no up or down. Arbitrary rotations would loosen
             # axis-aligned boxes, so flips only.
             degrees=0, flipud=0.5, fliplr=0.5, scale=0.3, translate=0.1, mosaic=1.0,
-            hsv_h=0.01, hsv_s=0.5, hsv_v=0.3, max_det=300, plots=False, amp=device != "cpu", cache=False, verbose=False,
+            hsv_h=0.01, hsv_s=0.5, hsv_v=0.3, max_det=300, plots=False, amp=device != "cpu", cache=False if args.cache == "none" else args.cache, verbose=False,
         )
     run = Path(model.trainer.save_dir)
     best = run / "weights" / "best.pt"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -53,14 +54,16 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default=None)
     p.add_argument("--limit", type=int, default=0, help="use only this many crops per split (quick tests)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int, default=None, help="split the frames again with this seed (for comparing settings)")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop after the epoch that passes this wall time")
     args = p.parse_args(argv)
     setup(args.seed)
     device = pick_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    train, names, categories = load_index(args.crops, "train")
-    val, _, _ = load_index(args.crops, "val", names)
+    train, names, categories = load_index(args.crops, "train", split_seed=args.split_seed)
+    val, _, _ = load_index(args.crops, "val", names, split_seed=args.split_seed)
     val = [r for r in val if r["label"] >= 0]  # species unseen in training cannot be scored here
     if args.limit:
         train, val = train[: args.limit], val[: args.limit]
@@ -94,7 +97,11 @@ def main(argv=None) -> dict:
 
     from safetensors.torch import save_file
 
+    t0 = time.monotonic()
     for epoch in range(start, args.epochs):
+        if args.max_minutes and time.monotonic() - t0 > args.max_minutes * 60:
+            log.warning("stopping before epoch %d: --max-minutes %.1f reached", epoch + 1, args.max_minutes)
+            break
         model.train(), head.train()
         total, n = 0.0, 0
         for x, y in tqdm(train_dl, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False):
