@@ -206,3 +206,13 @@ def test_identification_metrics_by_hand():
     assert m["top1_at_threshold"] == 0.5 and m["accuracy_of_named_at_threshold"] == pytest.approx(2 / 3)
     # without a's prototype both a rows fall below 0.5; without b's, one of two
     assert [(r["species"], r["unknown_rate"]) for r in m["open_set"]["per_species"]] == [("a", 1.0), ("b", 0.5)]
+
+
+def test_portable_split_keeps_no_local_paths():
+    from training.build_prototypes import portable_split
+
+    split = {"train_ids": [1], "val_ids": [2], "meta": {
+        "annotations": "../data/studycase/annotations.coco.json", "source": "../data/studycase/annotations.coco.json",
+        "image_root": "/home/me/studycase", "win": "C:\\data\\x.json", "annotations_sha256": "ab" * 32, "seed": 0}}
+    meta = portable_split(split)["meta"]
+    assert meta == {"annotations_sha256": "ab" * 32, "seed": 0, "annotations_file": "annotations.coco.json"}

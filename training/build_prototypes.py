@@ -49,10 +49,12 @@ def open_set_threshold(train_sim: np.ndarray, labels: np.ndarray, quantile: floa
 def portable_split(split: dict) -> dict:
     """The split as recorded in the artifact: frame ids and file names, the
     annotation file's name and sha256, but no local paths, which mean
-    nothing on another machine."""
-    meta = {k: v for k, v in split["meta"].items() if k not in ("annotations", "image_root")}
-    if split["meta"].get("annotations"):
-        meta["annotations_file"] = Path(split["meta"]["annotations"]).name
+    nothing on another machine. Any string in the meta that names a folder
+    is dropped, whatever its key (older split files also had "source")."""
+    meta = {k: v for k, v in split["meta"].items() if not (isinstance(v, str) and ("/" in v or "\\" in v))}
+    annotations = split["meta"].get("annotations") or split["meta"].get("source")
+    if annotations:
+        meta["annotations_file"] = Path(annotations).name
     return split | {"meta": meta}
 
 
