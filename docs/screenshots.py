@@ -19,7 +19,7 @@ from PIL import Image
 from playwright.sync_api import sync_playwright
 
 REPO = Path(__file__).resolve().parent.parent
-FRAME = sorted((REPO / "tests" / "data" / "frames").glob("*.jpg"))[0]
+FRAME = sorted((REPO / "plankton_app" / "examples" / "frames").glob("*.jpg"))[0]
 
 
 def _free_port() -> int:

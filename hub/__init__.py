@@ -2,7 +2,9 @@
 
     python -m hub push ARTIFACT_DIR --repo ORG/NAME [--revision BRANCH] [--tag vX.Y] [--private]
     python -m hub card ARTIFACT_DIR [--repo ORG/NAME]      # print the model card that push would write
+    python -m hub space ORG/NAME [--model-repo ORG/MODEL] [--model-revision REV] [--dry-run]  # deploy the demo Space (Spaces.md)
 
-The pulling side (used by the app and the CLI) is plankton.hub; plankton
-never imports this package.
+This package is the command line; the work is in the library:
+plankton.publish (push, with plankton.card) and plankton.hub (pull).
+plankton never imports this package.
 """

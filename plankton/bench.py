@@ -1,9 +1,9 @@
 """Benchmark the cascade on full-resolution frames, stage by stage.
 
-    python -m plankton.bench [FRAMES_OR_FOLDERS...] [--model DIR] [--runtime torch|onnx|auto]
-                             [--frames 500] [--threads N] [--out bench.json]
+    python -m plankton.bench [FRAMES_OR_FOLDERS...] [--model DIR] [--runtime torch|onnx|int8|auto]
+                             [--frames 500] [--threads N] [--compare onnx] [--out bench.json]
 
-Frames default to the committed test frames (tests/data/frames/*.jpg),
+Frames default to the committed test frames (plankton_app/examples/frames/*.jpg),
 repeated to ``--frames``. Each frame goes through what ``Cascade.predict``
 does, timed per stage: decode (in a prefetch thread that overlaps the next
 frame's decoding with inference, unless ``--no-prefetch``), detect
@@ -14,6 +14,12 @@ p90 per stage, end-to-end frames per second, peak and per-frame RSS (growth
 after the first 50 frames), cold start (a fresh interpreter: imports, model
 load, first answer on one frame), the slider re-filter
 (``FrameAnalysis.resolve``), threads and hardware. Writes JSON.
+
+``--compare RUNTIME`` (default: "onnx" when ``--runtime`` is an INT8 one)
+runs the same frames with that runtime first, in a fresh interpreter so
+that its peak memory and cold start are its own, and reports both side by
+side with the INT8 targets (frames/s, cold start and peak memory no worse)
+and the accuracy parity recorded in the model's config.
 
 The module imports nothing heavy at the top, so the cold-start child
 measures the real import cost.
@@ -34,11 +40,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_FRAMES = REPO / "tests" / "data" / "frames"
+DEFAULT_FRAMES = REPO / "plankton_app" / "examples" / "frames"
 STAGES = ("decode", "detect", "crop", "embed", "match", "write")
 GROWTH_AFTER = 50
 GROWTH_TOLERANCE_MB = 25.0  # allocator noise; a leak of one frame (6 MB) per frame would show as gigabytes
 TARGETS = {"fps": 1.5, "cold_start_s": 20.0, "peak_rss_mb": 1536.0, "refilter_ms": 50.0}
+INT8_FPS = 6.0  # issue 15: twice fp32 ONNX Runtime's 3 frames/s on 2 cores
+RUNTIMES = ("torch", "onnx", "int8", "onnx-int8", "openvino-int8", "auto")  # plankton.onnx.RUNTIMES, without importing torch here
+INT8_RUNTIMES = ("int8", "onnx-int8", "openvino-int8")
 
 
 def _stats(values_s: list[float]) -> dict:
@@ -88,7 +97,7 @@ def hardware(threads: int) -> dict:
 
 def versions() -> dict:
     out = {}
-    for name in ("plankton", "torch", "onnxruntime", "ultralytics", "numpy", "cv2", "PIL"):
+    for name in ("plankton", "torch", "onnxruntime", "openvino", "ultralytics", "numpy", "cv2", "PIL"):
         try:
             out[name] = __import__(name).__version__
         except Exception:
@@ -183,7 +192,7 @@ def run_frames(cascade, paths: list[Path], warmup: int = 2, prefetch: int = 2, o
     frame and the first 20 analyses."""
     import csv
 
-    from .artifact import atomic_write_text
+    from .files import atomic_write_text
     from .cascade import FrameAnalysis
     from .writers import CSV_COLUMNS, coco_results, detection_rows
 
@@ -338,13 +347,81 @@ def _cold_start_child(args) -> int:
     return 0
 
 
+def _portable(path) -> str:
+    """A path as it may be recorded in a committed JSON file: relative to
+    the repository when inside it, else only its last component."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(REPO).as_posix()
+    except ValueError:
+        return p.name
+
+
+def _command(args) -> str:
+    """The command line, with frame and model paths made portable."""
+    paths = {str(p) for p in args.paths} | ({str(args.model)} if args.model else set())
+    return "python -m plankton.bench " + " ".join(_portable(a) if a in paths and os.path.isabs(a) else a for a in args.argv)
+
+
+def _int8_parity(config: dict) -> dict | None:
+    """The accuracy figures training.quantize recorded for the shipped INT8 files."""
+    section = config.get("int8") or {}
+    if not section.get("route"):
+        return None
+    keys = ("ap50", "recall", "top1", "f1_macro", "drop_vs_fp32", "passed", "same_boxes_iou0.9", "same_species")
+    return {"route": section["route"], "fp32": section.get("fp32"), "int8": {k: (section.get("parity") or {}).get(k) for k in keys},
+            "tolerances": section.get("tolerances"), "frames": (section.get("calibration") or {}).get("frames")}
+
+
+def compare_run(args, runtime: str) -> dict:
+    """The same benchmark with ``runtime``, in a fresh interpreter."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "compare.json"
+        cmd = [sys.executable, "-m", "plankton.bench", *(str(Path(p).resolve()) for p in args.paths), "--runtime", runtime, "--frames", str(args.frames), "--warmup", str(args.warmup),
+               "--threads", str(args.threads), "--prefetch", str(args.prefetch), "--refilter-repeats", "10", "--compare", "none", "--out", str(out)]
+        model = str(Path(args.model).resolve()) if args.model else None
+        for flag, value in (("--model", model), ("--imgsz", args.imgsz), ("--tile", args.tile)):
+            if value is not None:
+                cmd += [flag, str(value)]
+        if args.no_cold_start:
+            cmd.append("--no-cold-start")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(REPO))
+        if proc.returncode != 0:
+            return {"runtime": runtime, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+        full = json.loads(out.read_text())
+    return {"runtime": full["model"]["runtime"], "end_to_end": full["end_to_end"], "stages_ms": full["stages_ms"], "cold_start": full.get("cold_start"),
+            "memory": {k: full["memory"][k] for k in ("peak_rss_mb", "rss_after_load_mb", "growth_after_point_mb")},
+            "load_s": full["load_s"], "load_average_1m": [full["hardware"].get("load_average_1m_at_start"), full["hardware"].get("load_average_1m_at_end")]}
+
+
+def _versus(result: dict, other: dict) -> dict:
+    """This run against the compared one: speed-up and the no-worse targets."""
+    if "error" in other:
+        return {}
+    fps, base = result["end_to_end"]["fps"], other["end_to_end"]["fps"]
+    cs, cs_base = (result.get("cold_start") or {}).get("first_answer_s"), (other.get("cold_start") or {}).get("first_answer_s")
+    out = {"fps_ratio": round(fps / base, 3) if fps and base else None,
+           "detect_network_ms": [result["stages_ms"]["detect_network"]["median"], other["stages_ms"]["detect_network"]["median"]],
+           "embed_ms": [result["stages_ms"]["embed"]["median"], other["stages_ms"]["embed"]["median"]],
+           "peak_rss_mb": [result["memory"]["peak_rss_mb"], other["memory"]["peak_rss_mb"]],
+           "cold_start_s": [cs, cs_base]}
+    out["targets"] = {f"fps>={INT8_FPS:g}": None if fps is None else fps >= INT8_FPS,
+                      "peak_rss_no_worse": out["peak_rss_mb"][0] <= out["peak_rss_mb"][1],
+                      "cold_start_no_worse": None if cs is None or cs_base is None else cs <= cs_base}
+    return out
+
+
 def benchmark(args) -> dict:
     """Everything ``main`` reports, as a dict."""
     import numpy as np
 
     threads = args.threads
     paths = frame_paths(args.paths, args.frames + args.warmup)
-    result: dict = {"command": "python -m plankton.bench " + " ".join(args.argv)}
+    result: dict = {"command": _command(args)}
+    compare = args.compare or ("onnx" if args.runtime in INT8_RUNTIMES else "none")
+    if compare != "none":  # first, so that neither run holds the other's memory
+        result["compare"] = compare_run(args, compare)
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if not args.no_cold_start:  # first, while this process holds no model
         result["cold_start"] = cold_start(args.model, args.runtime, paths[0], threads, args.imgsz, args.tile)
@@ -383,14 +460,14 @@ def benchmark(args) -> dict:
     cfg = cascade.detector.cfg
     config = getattr(cascade, "config", {}) or {}
     result |= {
-        "model": {"path": str(getattr(cascade, "path", args.model)), "name": config.get("name"), "runtime": getattr(cascade, "runtime", "torch"),
+        "model": {"path": _portable(getattr(cascade, "path", None) or args.model), "name": config.get("name"), "runtime": getattr(cascade, "runtime", "torch"),
                   "detector": {"architecture": cfg.architecture if isinstance(cfg.architecture, str) else "custom", "imgsz": cfg.imgsz,
                                "network_inputs_bchw": [list(s) for s in run["network_inputs"]], "tile": cfg.tile, "floor": run["floor"]},
                   "embedder": {"backbone": config.get("embedder", {}).get("backbone"), "crop": cascade.identifier.cfg.crop.size,
                                "batch_size": cascade.identifier.cfg.batch_size},
-                  "onnx_validation": (config.get("onnx") or {}).get("validation")},
+                  "onnx_validation": (config.get("onnx") or {}).get("validation"), "int8_parity": _int8_parity(config)},
         "threads": threads,
-        "runtime_settings": ({"onnxruntime": getattr(cascade.detector.model, "options", {})} if getattr(cascade, "runtime", "torch") == "onnx"
+        "runtime_settings": ({"detector": getattr(cascade.detector.model, "options", {})} if getattr(cascade, "runtime", "torch") != "torch"
                              else {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads()}),
         "hardware": hardware(threads) | {"load_average_1m_at_start": None if load_start is None else round(load_start, 2)},
         "versions": versions(),
@@ -414,14 +491,19 @@ def benchmark(args) -> dict:
         "no_growth_after_50": None if n < 2 else memory["growth_after_point_mb"] <= GROWTH_TOLERANCE_MB,
         "refilter_p90<50ms": None if ref is None else ref < TARGETS["refilter_ms"],
     }
+    if "compare" in result:
+        result["versus_compare"] = _versus(result, result["compare"])
     return result
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m plankton.bench", description="Benchmark the cascade on full-resolution frames.")
-    p.add_argument("paths", nargs="*", help="frames or folders (default: tests/data/frames/*.jpg)")
+    p.add_argument("paths", nargs="*", help="frames or folders (default: plankton_app/examples/frames/*.jpg)")
     p.add_argument("--model", default=None, help="model folder (default: $PLANKTON_MODEL_DIR or the bundled model)")
-    p.add_argument("--runtime", choices=("torch", "onnx", "auto"), default="auto", help="default: auto (ONNX Runtime when the model has ONNX files)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="default: auto (the model's INT8 files where usable, else its ONNX files, else PyTorch); int8: its INT8 files")
+    p.add_argument("--compare", choices=RUNTIMES + ("none",), default=None,
+                   help="also run this runtime on the same frames, in a fresh interpreter (default: onnx for an INT8 runtime, else none)")
     p.add_argument("--frames", type=int, default=100, help="frames measured (the given ones repeated; default %(default)s)")
     p.add_argument("--warmup", type=int, default=2, help="untimed frames first (default %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads for torch and ONNX Runtime (default: $PLANKTON_THREADS or the available cores)")
@@ -449,7 +531,7 @@ def main(argv=None) -> int:
     result = benchmark(args)
     text = json.dumps(result, indent=2)
     if args.out:
-        from .artifact import atomic_write_text
+        from .files import atomic_write_text
 
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, text + "\n")

@@ -3,7 +3,8 @@ species or unknown. Models run once per frame at the lowest detector
 threshold; thresholds are applied afterwards, so they can move freely."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -19,7 +20,9 @@ class FrameAnalysis:
 
     detections: N boxes (xyxy pixels) with scores ≥ ``det_floor``.
     embeddings: N×D unit embeddings. similarity: N×C cosine to each class
-    in ``names``. ``resolve`` turns it into a FrameResult in microseconds.
+    in ``names``. offsets: C shifts of each class's threshold from the
+    global one (per-class thresholds; zeros when there are none).
+    ``resolve`` turns it into a FrameResult in microseconds.
     """
 
     image: str
@@ -30,12 +33,18 @@ class FrameAnalysis:
     similarity: np.ndarray
     names: list[str]
     det_floor: float
+    offsets: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def thresholds(self, cls_conf: float) -> np.ndarray:
+        """C per-class thresholds when the global one is ``cls_conf``."""
+        off = self.offsets if len(self.offsets) == len(self.names) else np.zeros(len(self.names), np.float32)
+        return cls_conf + off
 
     def resolve(self, det_conf: float, cls_conf: float, topk: int = 3) -> FrameResult:
         if det_conf < self.det_floor:
             raise ValueError(f"det_conf {det_conf} is below the floor {self.det_floor} these detections were made at")
         keep = np.flatnonzero(self.detections.score >= det_conf)
-        ids = identify(self.similarity[keep], self.names, cls_conf, topk)
+        ids = identify(self.similarity[keep], self.names, self.thresholds(cls_conf), topk)
         objects = [
             ObjectResult(tuple(float(v) for v in self.detections.xyxy[i]), float(self.detections.score[i]), r.species, r.similarity, r.topk)
             for i, r in zip(keep, ids)
@@ -44,12 +53,22 @@ class FrameAnalysis:
 
 
 class Cascade:
-    """Composes a Detector and an Identifier. ``det_floor`` is the lowest
-    detector threshold a later ``resolve`` may ask for."""
+    """Composes a Detector and an Identifier (with prototypes).
 
-    def __init__(self, detector: Detector, identifier: Identifier, det_floor: float | None = None):
+    det_floor: the lowest detector threshold a later ``resolve`` may ask
+    for. config: the model's config.json as a dict ({} when built in code).
+    path: the model folder it was loaded from, if any. runtime: "torch",
+    "onnx" or "onnx-int8", whichever runs the networks."""
+
+    def __init__(self, detector: Detector, identifier: Identifier, det_floor: float | None = None, *,
+                 config: dict | None = None, path: str | Path | None = None, runtime: str = "torch"):
+        if identifier.prototypes is None:
+            raise ValueError("a Cascade needs an identifier with prototypes")
         self.detector, self.identifier = detector, identifier
         self.det_floor = min(detector.cfg.conf, 0.05) if det_floor is None else det_floor
+        self.config: dict = config or {}
+        self.path: Path | None = Path(path) if path is not None else None
+        self.runtime = runtime
 
     @property
     def det_conf(self) -> float:
@@ -59,12 +78,17 @@ class Cascade:
     def cls_conf(self) -> float:
         return self.identifier.cfg.threshold
 
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.identifier.prototypes.names)
+
     def analyse_boxes(self, image: np.ndarray, detections: Detections, name: str = "") -> FrameAnalysis:
         """Identify given boxes (ground truth, or a detector's)."""
         emb = self.identifier.embed_boxes(image, detections.xyxy)
-        sim = self.identifier.prototypes.similarity(emb)
+        names = self.class_names
         H, W = image.shape[:2]
-        return FrameAnalysis(name, W, H, detections, emb, sim, list(self.identifier.prototypes.names), float(detections.score.min(initial=0)))
+        return FrameAnalysis(name, W, H, detections, emb, self.identifier.similarity(emb), names,
+                             float(detections.score.min(initial=0)), self.identifier.cfg.offsets(names))
 
     def analyse(self, image: np.ndarray, name: str = "", tile: int | None = None, floor: float | None = None) -> FrameAnalysis:
         """H×W×3 uint8 RGB frame → FrameAnalysis at the detector floor."""

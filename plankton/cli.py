@@ -1,7 +1,11 @@
-"""Command line: ``python -m plankton predict|classify|info``.
+"""Command line: ``python -m plankton predict|classify|enrol|info``.
 
-    python -m plankton predict FRAME_OR_FOLDER... --out DIR [--model DIR] [--det-conf F] [--cls-conf F] [--tile/--no-tile]
+    python -m plankton predict INPUT... --out DIR [--model DIR] [--det-conf F] [--cls-conf F] [--tile/--no-tile]
+                               [--um-per-px F] [--volume-ul V] [--export ecotaxa]
+                               [--engine local|ray [--ray-address ADDR] [--workers N] [--threads-per-worker T] [--batch-size B]]
     python -m plankton classify COCO_JSON --images DIR --out DIR [--model DIR]
+    python -m plankton enrol --model DIR --coco CORRECTIONS.json --images DIR --out NEW_MODEL_DIR [--force]
+    python -m plankton info [--model DIR]
 
 An input that cannot be read gets one line on stderr; the rest are still
 processed and the exit status is 2.
@@ -15,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .images import DEFAULT_MAX_PIXELS, ImageError, find_images, read_image
+from .images import DEFAULT_MAX_PIXELS, ImageError, read_image
 
 EXIT_OK, EXIT_PARTIAL = 0, 2
 
@@ -24,17 +28,22 @@ def _err(msg: str) -> None:
     print(f"plankton: {msg}", file=sys.stderr, flush=True)
 
 
-def _model_dir(args):
-    """--model, else the Hub repo from flags or $PLANKTON_MODEL_REPO (bounded,
-    checksummed, falling back to its cached copy), else the bundled model."""
+def _model_source(args):
+    """(folder, ResolvedModel or None): --model, else the Hub repo from flags
+    or $PLANKTON_MODEL_REPO (bounded, checksummed, falling back to its
+    cached copy), else the bundled model."""
     if args.model:
-        return args.model
+        return args.model, None
     from .hub import resolve_model_from_env
 
     resolved = resolve_model_from_env(args.model_repo, args.model_revision)
     if resolved.repo_id and not getattr(args, "quiet", False):
         _err(f"model: {resolved.description}")
-    return resolved.path
+    return resolved.path, resolved
+
+
+def _model_dir(args):
+    return _model_source(args)[0]
 
 
 def _load_model(args):
@@ -43,80 +52,125 @@ def _load_model(args):
     return load_artifact(_model_dir(args), device=args.device, runtime=args.runtime)
 
 
-def _tile(args, cascade) -> int | None:
-    if args.tile is None:
-        return None
-    return (cascade.detector.cfg.tile or 640) if args.tile else 0
-
-
 def cmd_predict(args) -> int:
+    from .batch import options, run_local, settings, write_outputs
+    from .inputs import iter_items
     from .journal import Journal
-    from .writers import save_annotated, write_coco, write_detections_csv
 
-    status, paths = EXIT_OK, []
-    for p in args.paths:
+    if args.engine == "local" and (args.ray_address or args.workers):
+        _err("--ray-address and --workers need --engine ray")
+        return EXIT_PARTIAL
+    if args.engine == "ray":
+        from .ray_engine import require_ray
+
         try:
-            paths += find_images([p])
-        except FileNotFoundError as e:
+            require_ray()
+        except ImportError as e:
             _err(str(e))
-            status = EXIT_PARTIAL
-    cascade = _load_model(args)
+            return EXIT_PARTIAL
+    path, resolved = _model_source(args)
+    from .artifact import load_artifact
+
+    cascade = load_artifact(path, device=args.device, runtime=args.runtime)
+    opts = options(cascade, args)
+    try:
+        sample = _sample(args, cascade.config)
+    except ValueError as e:
+        _err(str(e))
+        return EXIT_PARTIAL
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.annotate:
-        (out / "annotated").mkdir(exist_ok=True)
-    frames, written = [], set()
-    det_conf = cascade.det_conf if args.det_conf is None else args.det_conf
-    cls_conf = cascade.cls_conf if args.cls_conf is None else args.cls_conf
-    settings = {"model": cascade.config.get("files", {}).get("detector.safetensors", {}).get("sha256"), "embedder": cascade.config.get("files", {}).get("embedder.safetensors", {}).get("sha256"),
-                "prototypes": list(cascade.identifier.prototypes.names), "det_conf": det_conf, "cls_conf": cls_conf, "tile": _tile(args, cascade)}
-    journal = Journal(out, settings, args.resume)
+        (out / "annotated" / ".staging").mkdir(parents=True, exist_ok=True)
+    journal = Journal(out, settings(cascade, opts), args.resume)
     if journal.stale:
         _err("the unfinished run in this folder used other settings; starting over")
     elif journal.done:
         _err(f"resuming: {len(journal.done)} frames already done")
-    for path in tqdm(paths, desc="frames", unit="frame", disable=len(paths) < 2 or args.quiet):
-        key = str(path.resolve())
-        if key in journal.done:
-            frames.append(journal.done[key])
-            continue
-        try:
-            image = read_image(path, max_pixels=args.max_pixels)
-        except ImageError as e:
-            _err(str(e))
-            status = EXIT_PARTIAL
-            continue
-        try:
-            frame = cascade.predict(image, path.name, det_conf, cls_conf, tile=_tile(args, cascade))
-        except MemoryError:  # e.g. crops of a 200000×10 frame; the rest of the batch still runs
-            _err(f"{path}: out of memory analysing a {image.shape[1]}x{image.shape[0]} frame")
-            status = EXIT_PARTIAL
-            continue
-        frames.append(frame)
-        journal.add(key, frame)
-        if args.annotate:
-            target = out / "annotated" / f"{path.stem}.jpg"
-            n = 1
-            while target.name in written:  # a.png and a.jpg, or sub1/x.jpg and sub2/x.jpg
-                target, n = target.with_name(f"{path.stem}_{n}.jpg"), n + 1
-            written.add(target.name)
-            save_annotated(target, image, frame)
+    # The number of frames is not known in advance (inputs are enumerated lazily): the bar counts and shows the rate.
+    progress = tqdm(desc="frames", unit="frame", disable=args.quiet, dynamic_ncols=True)
+
+    def report(msg: str) -> None:  # above the bar, on a line of its own
+        tqdm.write(f"plankton: {msg}", file=sys.stderr)
+
     try:
-        write_detections_csv(out / "detections.csv", frames)
-        write_coco(out / "predictions.coco.json", frames, cascade.config.get("categories", []))
+        if args.engine == "ray":
+            from .ray_engine import RunStopped, run
+
+            # Workers load the very snapshot the driver resolved: a Hub commit, else the same folder.
+            model = {"path": str(Path(path).resolve()), "repo": resolved.repo_id if resolved and resolved.commit else None,
+                     "commit": resolved.commit if resolved else None, "runtime": args.runtime, "device": args.device}
+            try:
+                frames, bad = run(args, cascade, model, opts, journal, out, report, progress)
+            except RunStopped as e:
+                journal.close()
+                _err(f"the Ray run stopped: {e}; finished frames are kept: rerun with --resume")
+                return EXIT_PARTIAL
+        else:
+            frames, bad = run_local(cascade, iter_items(args.paths, skip=journal.done.keys()), opts, out, journal, report, progress)
+    finally:
+        progress.close()
+    try:
+        write_outputs(out, frames, cascade.config.get("categories", []), args.annotate, sample, cascade.class_names)
+        if args.export == "ecotaxa":
+            from . import __version__
+            from .batch import export_ecotaxa
+            from .ecotaxa import ExportInfo
+
+            info = ExportInfo(args.sample_id or out.resolve().name, sample.um_per_px, sample.volume_ul, f"plankton {__version__}",
+                              str(cascade.config.get("name") or ""))
+            export_ecotaxa(out / "ecotaxa", args.paths, frames, info, args.max_pixels, _err)
     except OSError as e:  # disk full, read-only folder…: finished frames stay in the journal
         journal.close()
         _err(f"cannot write the results to {out}: {e.strerror or e}; rerun with --resume once that is fixed")
         return EXIT_PARTIAL
     journal.finish()
     if not args.quiet:
-        n = sum(len(f.objects) for f in frames)
+        n = sum(len(f.objects) for f in frames.values())
         print(f"{len(frames)} frames, {n} objects → {out / 'detections.csv'}", file=sys.stderr)
-    return status
+    return EXIT_PARTIAL if bad else EXIT_OK
+
+
+def _sample(args, config: dict):
+    """The scale (flag, else the model's recorded one) and the volume per frame."""
+    from .measure import Sample
+
+    um = args.um_per_px if args.um_per_px is not None else (config.get("sample") or {}).get("um_per_px")
+    return Sample(um, args.volume_ul)
+
+
+def cmd_enrol(args) -> int:
+    from .artifact import load_artifact
+    from .enrol import EnrolRefused, embed_corrections, enrol
+    from .files import sha256
+    from .data import CocoError
+    from .images import ImageError
+
+    folder = _model_dir(args)
+    cascade = load_artifact(folder, runtime=args.runtime)
+    try:
+        examples = embed_corrections(cascade, args.coco, args.images, progress=not args.quiet)
+    except (CocoError, ImageError) as e:
+        _err(str(e).splitlines()[0])
+        return EXIT_PARTIAL
+    if not examples:
+        _err(f"{args.coco}: no boxes to enrol")
+        return EXIT_PARTIAL
+    source = {"kind": "COCO file", "file": Path(args.coco).name, "sha256": sha256(args.coco), "objects": sum(len(v) for v in examples.values())}
+    try:
+        report = enrol(folder, examples, args.out, force=args.force, max_drop=args.max_drop, source=source)
+    except EnrolRefused as e:
+        _err(str(e))
+        return EXIT_PARTIAL
+    change = "" if report.top1_change is None else (f"; top-1 on the {report.objects_checked} stored validation objects of the known species "
+                                                     f"{report.top1_before:.3f} → {report.top1_after:.3f} ({report.top1_change:+.3f})")
+    print(f"version {report.version} → {report.out}: {', '.join(f'{k} {v}' for k, v in sorted(report.examples.items()))}"
+          + (f"; new species: {', '.join(report.new_species)}" if report.new_species else "") + change, file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_classify(args) -> int:
-    from .artifact import atomic_write_text
+    from .files import atomic_write_text
     from .data import CocoError, load_coco
     from .results import Detections
     from .writers import csv_text
@@ -158,11 +212,26 @@ def cmd_classify(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .artifact import read_config
+    from .manifest import read_config
+    from .onnx import auto_runtime
 
-    cfg = read_config(_model_dir(args))
-    print(json.dumps({k: cfg.get(k) for k in ("name", "created", "versions", "detector", "embedder", "identifier")} | {"classes": cfg["prototypes"].get("names")}, indent=2, default=str))
+    folder = _model_dir(args)
+    cfg = read_config(folder)
+    int8 = cfg.get("int8") or {}
+    runtime = auto_runtime(folder, cfg) | {"int8_parity": {k: (int8.get("parity") or {}).get(k) for k in ("drop_vs_fp32", "passed")} if int8.get("route") else None}
+    print(json.dumps({k: cfg.get(k) for k in ("name", "created", "versions", "detector", "embedder", "identifier")} | {"classes": cfg["prototypes"].get("names"), "runtime": runtime},
+                     indent=2, default=str))
     return EXIT_OK
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,12 +253,23 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", action="store_true")
 
     pr = sub.add_parser("predict", help="detect and identify objects in frames")
-    pr.add_argument("paths", nargs="+", help="image files or folders")
+    pr.add_argument("paths", nargs="+", help="image files, folders, globs, zip or tar archives, or manifests (.txt/.lst: one path a line)")
     common(pr)
     pr.add_argument("--det-conf", type=float, default=None, help="detector confidence threshold (default: the model's)")
     pr.add_argument("--tile", action=argparse.BooleanOptionalAction, default=None, help="sliced inference for small objects (default: the model's)")
     pr.add_argument("--annotate", action="store_true", help="also write annotated images to OUT/annotated/")
     pr.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT: frames it finished are not redone")
+    sm = pr.add_argument_group("the sample: sizes and concentrations (box-based estimates)")
+    sm.add_argument("--um-per-px", type=float, default=None, metavar="F", help="optical scale in micrometres per pixel (default: the model's, if it records one); adds width_um, height_um and esd_um")
+    sm.add_argument("--volume-ul", type=float, default=None, metavar="V", help="microlitres of sample imaged per frame; adds counts.csv and concentration.csv")
+    sm.add_argument("--export", choices=["ecotaxa"], default=None, help="also write OUT/ecotaxa/: an EcoTaxa import folder (TSV and one crop per object)")
+    sm.add_argument("--sample-id", default=None, help="the sample's name in the EcoTaxa export (default: the output folder's name)")
+    sc = pr.add_argument_group("scaling out (docs/scale.md)")
+    sc.add_argument("--engine", choices=["local", "ray"], default="local", help="local: this process (default); ray: a Ray cluster, with Ray Data")
+    sc.add_argument("--ray-address", default=None, metavar="ADDR", help="join this cluster (auto, HOST:PORT or ray://HOST:PORT); default: start a local one")
+    sc.add_argument("--workers", type=_positive, default=None, metavar="N", help="model replicas (Ray actors; default: the cluster's CPUs / threads per worker)")
+    sc.add_argument("--threads-per-worker", type=_positive, default=1, metavar="T", help="CPUs each worker reserves and its inference threads (default %(default)s)")
+    sc.add_argument("--batch-size", type=_positive, default=4, metavar="B", help="frames per block: the unit handed to a worker and retried if it dies (default %(default)s)")
     pr.set_defaults(func=cmd_predict)
 
     cl = sub.add_parser("classify", help="identify the boxes of a COCO file (no detector)")
@@ -197,6 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--images", default=None, help="image root (default: the COCO file's folder)")
     common(cl)
     cl.set_defaults(func=cmd_classify)
+
+    en = sub.add_parser("enrol", help="a new model version from corrected boxes (no retraining)")
+    en.add_argument("--coco", required=True, help="COCO file of corrected boxes (e.g. the app's corrections.coco.json)")
+    en.add_argument("--images", default=None, help="image root (default: the COCO file's folder)")
+    en.add_argument("--out", required=True, help="folder for the new model version")
+    model_args(en)
+    en.add_argument("--force", action="store_true", help="write it even if top-1 on the known species drops by more than --max-drop")
+    en.add_argument("--max-drop", type=float, default=0.01, help="largest accepted drop of top-1 on the stored validation objects (default %(default)s)")
+    en.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"])
+    en.add_argument("--quiet", action="store_true")
+    en.set_defaults(func=cmd_enrol)
 
     info = sub.add_parser("info", help="describe a model folder")
     model_args(info)
@@ -206,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .artifact import ArtifactError
+    from .manifest import ArtifactError
 
     try:
         return args.func(args)

@@ -17,15 +17,33 @@ class CropConfig:
     size: output side in pixels (crops are size×size×3 uint8 RGB).
     context: padding on each side, as a fraction of the box's longer side.
     min_side: boxes smaller than this (pixels) are treated as this big, so
-      tiny objects keep some surroundings instead of being blown up.
+      every object up to this size is cut from the same window of
+      ``min_side * (1 + 2 * context)`` frame pixels: a fixed scale, at which
+      a small species stays visibly smaller than a larger look-alike.
+    size_input: the embedder also takes each box's size (``size_features``),
+      because a resized crop alone does not say how big the object was.
     """
 
     size: int = 96
     context: float = 0.25
     min_side: float = 16.0
+    size_input: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+SIZE_REFERENCE = 32.0  # pixels; centres the log sizes near 0 for this microscope's objects
+SIZE_FEATURES = 2  # columns of size_features
+
+
+def size_features(xyxy: np.ndarray) -> np.ndarray:
+    """N×4 xyxy pixel boxes → N×2 float32: log of the longer and the shorter
+    side over ``SIZE_REFERENCE``. Sorted sides, not width and height,
+    because plankton has no up: a rotated object keeps its features."""
+    b = np.asarray(xyxy, np.float32).reshape(-1, 4)
+    wh = np.maximum(b[:, 2:] - b[:, :2], 1.0)
+    return np.log(np.sort(wh, axis=1)[:, ::-1] / SIZE_REFERENCE).astype(np.float32)
 
 
 def background_colour(image: np.ndarray) -> tuple[int, int, int]:

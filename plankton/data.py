@@ -14,6 +14,8 @@ from typing import Iterable
 
 import numpy as np
 
+from .files import atomic_write_text
+
 _SHOWN_PROBLEMS = 3
 
 
@@ -80,13 +82,6 @@ class CocoDataset:
         """N×4 float32 (x1, y1, x2, y2) pixels, in the order of ``boxes_of``."""
         boxes = [b.xyxy for b in self.boxes_of(image_id)]
         return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-
-    def category_counts(self) -> dict[int, int]:
-        """Boxes per category id, including categories with no boxes."""
-        counts = dict.fromkeys(self.categories, 0)
-        for b in self.boxes:
-            counts[b.category_id] += 1
-        return counts
 
     def subset(self, image_ids: Iterable[int]) -> CocoDataset:
         """The given frames and their boxes; all categories are kept."""
@@ -362,14 +357,6 @@ def split_frames(dataset: CocoDataset, val_fraction: float = 0.2,
     return [i for i in ids if i not in val], sorted(val)
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_split(path: str | os.PathLike, train_ids: Iterable[int], val_ids: Iterable[int],
                 dataset: CocoDataset, **meta) -> None:
     """Write the split as JSON: {"train_ids", "val_ids", "train_files", "val_files", "meta"}.
@@ -392,23 +379,6 @@ def write_split(path: str | os.PathLike, train_ids: Iterable[int], val_ids: Iter
            "train_files": [dataset.images[i].file_name for i in train_ids],
            "val_files": [dataset.images[i].file_name for i in val_ids],
            "meta": info}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=str))
-    tmp.replace(path)  # a crash never leaves a half-written split behind
+    atomic_write_text(path, json.dumps(doc, indent=1, default=str))  # a crash never leaves a half-written split behind
 
 
-def read_split(path: str | os.PathLike) -> dict:
-    """The dict written by ``write_split``, checked for ids lists that do not overlap."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read split ({e})") from None
-    for key in ("train_ids", "val_ids"):
-        ids = doc.get(key) if isinstance(doc, dict) else None
-        if not isinstance(ids, list) or any(_as_int(i) is None for i in ids):
-            raise ValueError(f"{path}: '{key}' must be a list of integer image ids")
-    both = set(doc["train_ids"]) & set(doc["val_ids"])
-    if both:
-        raise ValueError(f"{path}: image ids in both train and val: {sorted(both)[:10]}")
-    return doc

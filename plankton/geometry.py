@@ -6,28 +6,6 @@ import torch
 import torchvision
 
 
-def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
-    """N×4 COCO (x, y, w, h) pixels → N×4 (x1, y1, x2, y2) pixels."""
-    b = np.asarray(xywh, dtype=np.float32).reshape(-1, 4).copy()
-    b[:, 2:] += b[:, :2]
-    return b
-
-
-def xyxy_to_xywh(xyxy: np.ndarray) -> np.ndarray:
-    """N×4 (x1, y1, x2, y2) pixels → N×4 COCO (x, y, w, h) pixels."""
-    b = np.asarray(xyxy, dtype=np.float32).reshape(-1, 4).copy()
-    b[:, 2:] -= b[:, :2]
-    return b
-
-
-def clip_boxes(xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Clip N×4 xyxy pixel boxes to a width×height frame."""
-    b = np.asarray(xyxy, dtype=np.float32).reshape(-1, 4).copy()
-    b[:, [0, 2]] = b[:, [0, 2]].clip(0, width)
-    b[:, [1, 3]] = b[:, [1, 3]].clip(0, height)
-    return b
-
-
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of N×4 and M×4 xyxy boxes → N×M float32."""
     a = torch.as_tensor(np.asarray(a, np.float32).reshape(-1, 4))

@@ -37,7 +37,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .artifact import CONFIG, DEFAULT_MODEL_DIR, REQUIRED, ArtifactError, read_config, sha256
+from .files import atomic_write_text, sha256
+from .manifest import CONFIG, DEFAULT_MODEL_DIR, REQUIRED, ArtifactError, read_config
 
 log = logging.getLogger("plankton.hub")
 
@@ -58,7 +59,9 @@ class ResolvedModel:
     """Where the model comes from. ``source``: "hub" | "cache" | "bundled".
     ``description``: one line for logs and the app, e.g. "Hub ORG/NAME@3f2a1c9".
     ``commit``: the full commit sha of a Hub or cached copy. ``problems``:
-    why earlier sources were passed over (each one line)."""
+    why earlier sources were passed over (each one line). ``verified``:
+    every file was just checked against its checksum (Hub and cached
+    copies), so loading need not hash them again."""
 
     path: Path
     source: str
@@ -67,6 +70,7 @@ class ResolvedModel:
     revision: str | None = None
     commit: str | None = None
     problems: tuple[str, ...] = field(default=())
+    verified: bool = False
 
 
 def allowed(name: str) -> bool:
@@ -181,10 +185,7 @@ def verify_snapshot(folder: str | Path, label: str, where: str = "the repo") -> 
             raise HubModelError(f"{label}: {rel} is listed in {CONFIG} but missing from {where}")
         if path.stat().st_size != meta.get("bytes") or sha256(path) != meta.get("sha256"):
             raise HubModelError(f"{label}: {rel} does not match its checksum in {CONFIG} (corrupt or tampered); refusing this copy")
-    try:
-        return read_config(folder, check_files=True)  # the artifact module's own, final word
-    except ArtifactError as e:  # pragma: no cover - the checks above cover read_config's
-        raise HubModelError(f"{label}: {str(e).replace(str(folder), '').lstrip(': /')}") from None
+    return config
 
 
 def _evict(folder: Path, cache_dir: str | None) -> None:
@@ -237,9 +238,7 @@ def _write_ref(snapshot: str, revision: str, commit: str) -> None:
     try:
         if not ref.is_file() or ref.read_text() != commit:
             ref.parent.mkdir(parents=True, exist_ok=True)
-            tmp = ref.with_name(f".{ref.name}.tmp")
-            tmp.write_text(commit)
-            os.replace(tmp, ref)
+            atomic_write_text(ref, commit)
     except OSError:
         pass
 
@@ -296,7 +295,7 @@ def resolve_model(
     # 1. A commit never changes: a complete, verified cached copy needs no network.
     if FULL_SHA.match(revision) and (hit := local()):
         path, commit = hit
-        return ResolvedModel(Path(path), "cache", f"cached copy of {_label(repo_id, commit, revision)}", repo_id, revision, commit, tuple(problems))
+        return ResolvedModel(Path(path), "cache", f"cached copy of {_label(repo_id, commit, revision)}", repo_id, revision, commit, tuple(problems), True)
 
     # 2. The Hub, bounded.
     if _offline():
@@ -322,13 +321,13 @@ def resolve_model(
                 refused.add(path)
                 _evict(Path(path), cache_dir)
             else:
-                return ResolvedModel(Path(path), "hub", f"Hub {_label(repo_id, commit, revision)}", repo_id, revision, commit, tuple(problems))
+                return ResolvedModel(Path(path), "hub", f"Hub {_label(repo_id, commit, revision)}", repo_id, revision, commit, tuple(problems), True)
 
     # 3. The cached copy of that revision.
     if hit := local():
         path, commit = hit
         why = problems[0] if problems else "Hub unavailable"
-        return ResolvedModel(Path(path), "cache", f"cached copy of {_label(repo_id, commit, revision)}, {why}", repo_id, revision, commit, tuple(problems))
+        return ResolvedModel(Path(path), "cache", f"cached copy of {_label(repo_id, commit, revision)}, {why}", repo_id, revision, commit, tuple(problems), True)
 
     # 4. The bundled model.
     why = "; ".join(dict.fromkeys(problems)) or "Hub unavailable"
@@ -371,7 +370,7 @@ def fallback_model(**kwargs) -> ResolvedModel:
     return resolve_model(None, **{k: v for k, v in _env_kwargs(kwargs).items() if k in ("bundled", "bundled_name")})
 
 
-def load_resolved(repo_id: str | None = None, revision: str | None = None, *, device: str = "cpu", **kwargs):
+def load_resolved(repo_id: str | None = None, revision: str | None = None, *, device: str = "cpu", runtime: str = "auto", **kwargs):
     """Resolve (flags, then environment) and load: returns (cascade,
     ResolvedModel). A Hub or cached copy that verifies but does not load
     (e.g. made by an incompatible plankton version) is dropped for the
@@ -380,7 +379,7 @@ def load_resolved(repo_id: str | None = None, revision: str | None = None, *, de
 
     resolved = resolve_model_from_env(repo_id, revision, **kwargs)
     try:
-        return load_artifact(resolved.path, device=device), resolved
+        return load_artifact(resolved.path, device=device, verify=not resolved.verified, runtime=runtime), resolved
     except ArtifactError as e:
         if resolved.source == "bundled" or kwargs.get("strict"):
             raise
@@ -388,7 +387,7 @@ def load_resolved(repo_id: str | None = None, revision: str | None = None, *, de
         log.warning("%s; using the fallback model", msg)
         fb = fallback_model(**kwargs)
         fallback = ResolvedModel(fb.path, "bundled", f"{fb.description} ({resolved.description} does not load: {msg})", resolved.repo_id, resolved.revision, None, resolved.problems + (msg,))
-        return load_artifact(fb.path, device=device), fallback
+        return load_artifact(fb.path, device=device, runtime=runtime), fallback
 
 
 __all__ = ["ResolvedModel", "HubModelError", "resolve_model", "resolve_model_from_env", "fallback_model", "load_resolved", "verify_snapshot", "ALLOW_PATTERNS", "ENV_REPO", "ENV_REVISION", "ENV_TIMEOUT"]

@@ -1,5 +1,7 @@
-"""Identifier predictor: crops in, embeddings and species out. Owns crop
-extraction, normalisation, batching, the device and ``inference_mode``."""
+"""Identifier predictor: crops in, embeddings and similarities out. Owns
+crop extraction, normalisation, batching, the device and
+``inference_mode``. Prototypes are optional: without them it only embeds
+(as prototype building does)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -7,33 +9,57 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from .crops import CropConfig, extract_crops
-from .embedder import EmbeddingNet
+from .crops import SIZE_FEATURES, CropConfig, extract_crops, size_features
+from .embedder import backbone_entry
 from .prototypes import Prototypes
-from .results import Identification
 
 
 @dataclass(frozen=True)
 class IdentifierConfig:
-    """threshold: cosine similarity below which the answer is ``unknown``.
-    mean/std: input normalisation, carried with the weights."""
+    """threshold: the global cosine similarity below which the answer is
+    ``unknown``. class_thresholds: species → its own threshold (from
+    cross-validation over training frames); a threshold moved by the app's
+    slider moves them all by the same amount (see ``offsets``). mean/std:
+    input normalisation, which only the backbone registry supplies (see
+    ``for_backbone``)."""
 
-    crop: CropConfig = field(default_factory=CropConfig)
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    crop: CropConfig
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
     threshold: float = 0.5
+    class_thresholds: dict[str, float] = field(default_factory=dict)
     topk: int = 3
     batch_size: int = 64
 
+    @classmethod
+    def for_backbone(cls, backbone: str, crop: CropConfig | None = None, **kwargs) -> "IdentifierConfig":
+        """The config for a registered backbone: its normalisation, and its
+        default crop size unless ``crop`` is given."""
+        entry = backbone_entry(backbone)
+        return cls(crop=crop or CropConfig(size=entry.input_size), mean=entry.mean, std=entry.std, **kwargs)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"class_thresholds": dict(sorted(self.class_thresholds.items()))}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "IdentifierConfig":
+    def from_dict(cls, d: dict, backbone: str) -> "IdentifierConfig":
+        """From config.json's "identifier" section. The normalisation comes
+        from the registry entry of ``backbone``; a config that records
+        another one is refused rather than silently mis-normalised."""
+        entry = backbone_entry(backbone)
         d = dict(d)
-        d["crop"] = CropConfig(**d.get("crop", {}))
-        d["mean"], d["std"] = tuple(d.get("mean", cls.mean)), tuple(d.get("std", cls.std))
-        return cls(**d)
+        for key in ("mean", "std"):
+            got = tuple(float(v) for v in d.pop(key, getattr(entry, key)))
+            if not np.allclose(got, getattr(entry, key)):
+                raise ValueError(f"identifier {key} {list(got)} differs from what backbone {backbone!r} expects ({list(getattr(entry, key))})")
+        crop = CropConfig(**d.pop("crop", {}))
+        thresholds = {str(k): float(v) for k, v in (d.pop("class_thresholds", None) or {}).items()}
+        return cls(crop=crop, mean=entry.mean, std=entry.std, class_thresholds=thresholds, **d)
+
+    def offsets(self, names: list[str]) -> np.ndarray:
+        """C offsets of each class's threshold from the global one (0 for a
+        class without its own), in the order of ``names``."""
+        return np.array([self.class_thresholds.get(n, self.threshold) - self.threshold for n in names], np.float32)
 
 
 def to_tensor(crops: np.ndarray, mean, std) -> torch.Tensor:
@@ -45,34 +71,42 @@ def to_tensor(crops: np.ndarray, mean, std) -> torch.Tensor:
 
 
 class Identifier:
-    def __init__(self, model: EmbeddingNet, prototypes: Prototypes, cfg: IdentifierConfig, device: str | torch.device = "cpu"):
-        if prototypes.dim != model.dim:
+    """``model`` maps normalised crops (and, when ``cfg.crop.size_input``,
+    N×2 box size features) to N×D unit embeddings: an ``EmbeddingNet`` or
+    an ONNX Runtime stand-in."""
+
+    def __init__(self, model, cfg: IdentifierConfig, prototypes: Prototypes | None = None, device: str | torch.device = "cpu"):
+        if prototypes is not None and prototypes.dim != model.dim:
             raise ValueError(f"prototypes are {prototypes.dim}-d but the embedder gives {model.dim}-d")
         self.model = model.to(device).eval()
         self.prototypes, self.cfg, self.device = prototypes, cfg, torch.device(device)
 
     @torch.inference_mode()
-    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
-        """N×S×S×3 uint8 RGB crops → N×D float32 unit embeddings."""
+    def embed_crops(self, crops: np.ndarray, sizes: np.ndarray | None = None) -> np.ndarray:
+        """N×S×S×3 uint8 RGB crops (and, for a size-aware embedder, their
+        boxes' N×2 ``size_features``) → N×D float32 unit embeddings."""
         crops = np.asarray(crops, np.uint8).reshape(-1, self.cfg.crop.size, self.cfg.crop.size, 3)
+        if self.cfg.crop.size_input:
+            if sizes is None:
+                raise ValueError("this identifier is size-aware: pass the boxes' size_features, or use embed_boxes")
+            sizes = torch.from_numpy(np.asarray(sizes, np.float32).reshape(len(crops), SIZE_FEATURES))
         out = np.zeros((len(crops), self.model.dim), np.float32)
         for i in range(0, len(crops), self.cfg.batch_size):
             x = to_tensor(crops[i : i + self.cfg.batch_size], self.cfg.mean, self.cfg.std).to(self.device)
-            out[i : i + len(x)] = self.model(x).float().cpu().numpy()
+            args = (x, sizes[i : i + len(x)].to(self.device)) if self.cfg.crop.size_input else (x,)
+            out[i : i + len(x)] = self.model(*args).float().cpu().numpy()
         return out
 
-    def crops(self, image: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
-        return extract_crops(image, xyxy, self.cfg.crop)
+    def crops(self, image: np.ndarray, xyxy: np.ndarray, fill=None) -> np.ndarray:
+        return extract_crops(image, xyxy, self.cfg.crop, fill)
 
-    def embed_boxes(self, image: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
+    def embed_boxes(self, image: np.ndarray, xyxy: np.ndarray, fill=None) -> np.ndarray:
         """H×W×3 uint8 frame and N×4 xyxy pixel boxes → N×D embeddings,
         all crops of the frame in one batch."""
-        return self.embed_crops(self.crops(image, xyxy))
+        return self.embed_crops(self.crops(image, xyxy, fill), size_features(xyxy))
 
-    def identify(self, embeddings: np.ndarray, threshold: float | None = None, topk: int | None = None) -> list[Identification]:
-        t = self.cfg.threshold if threshold is None else threshold
-        return self.prototypes.match(embeddings, t, self.cfg.topk if topk is None else topk)
-
-    def enrol(self, name: str, image: np.ndarray, xyxy: np.ndarray) -> None:
-        """Add a species from example boxes in a frame, without retraining."""
-        self.prototypes = self.prototypes.enrol(name, self.embed_boxes(image, xyxy))
+    def similarity(self, embeddings: np.ndarray) -> np.ndarray:
+        """N×D embeddings → N×C cosine similarity to each prototype class."""
+        if self.prototypes is None:
+            raise ValueError("this identifier has no prototypes: it can embed, not identify")
+        return self.prototypes.similarity(embeddings)

@@ -100,16 +100,6 @@ def _orientation(im: Image.Image) -> int:
         return 1  # unreadable EXIF is not worth rejecting the pixels for
 
 
-def image_size(source: Source, *, name: str | None = None) -> tuple[int, int]:
-    """(width, height) as ``read_image`` would return it, from the header only."""
-    name = _name(source, name)
-    with _open(source, name) as im:
-        w, h = im.size
-        if _orientation(im) in (5, 6, 7, 8):  # transposed or rotated by 90°
-            w, h = h, w
-    return w, h
-
-
 def _minmax_to_uint8(a: np.ndarray) -> np.ndarray:
     a = a.astype(np.float64)
     finite = np.isfinite(a)

@@ -2,7 +2,9 @@
 ``OUT/.progress.jsonl`` (flushed and fsynced); a killed run leaves at most
 a torn last line, which is ignored. ``--resume`` reuses the finished
 frames, keyed by path, so none is done twice; the final outputs are only
-written, atomically, once every frame is done."""
+written, atomically, once every frame is done. The Ray engine appends one
+block of frames at a time (one write, one fsync), as its workers finish
+them."""
 from __future__ import annotations
 
 import json
@@ -47,7 +49,13 @@ class Journal:
         self._file = open(self.path, "a", encoding="utf-8")
 
     def add(self, key: str, frame: FrameResult) -> None:
-        self._file.write(json.dumps({"path": key, "frame": frame_to_dict(frame)}) + "\n")
+        self.add_many([(key, frame_to_dict(frame))])
+
+    def add_many(self, records: list[tuple[str, dict]]) -> None:
+        """(key, frame as ``frame_to_dict`` makes it) pairs, made durable together."""
+        if not records:
+            return
+        self._file.write("".join(json.dumps({"path": key, "frame": frame}) + "\n" for key, frame in records))
         self._file.flush()
         os.fsync(self._file.fileno())
 

@@ -5,20 +5,24 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
-from .results import UNKNOWN
+from .prototypes import class_thresholds
+from .results import NOT_PLANKTON, UNKNOWN
 
 
-def predict_labels(similarity: np.ndarray, class_names: list[str], threshold: float) -> np.ndarray:
-    """N×C similarities → N predicted names, ``unknown`` below threshold."""
+def predict_labels(similarity: np.ndarray, class_names: list[str], threshold) -> np.ndarray:
+    """N×C similarities → N predicted names: the most similar class, or
+    ``unknown`` when the similarity is below that class's threshold.
+    ``threshold``: one float, or C per-class thresholds."""
     similarity = np.atleast_2d(np.asarray(similarity, np.float32))
     if similarity.shape[1] == 0:
         return np.full(len(similarity), UNKNOWN, dtype=object)
     best = similarity.argmax(1)
     names = np.asarray(class_names, dtype=object)[best]
-    return np.where(similarity.max(1) >= threshold, names, UNKNOWN).astype(object)
+    named = (similarity.max(1) >= class_thresholds(threshold, len(class_names))[best]) & (names != NOT_PLANKTON)
+    return np.where(named, names, UNKNOWN).astype(object)
 
 
-def per_class_table(true_names: np.ndarray, similarity: np.ndarray, class_names: list[str], threshold: float) -> list[dict]:
+def per_class_table(true_names: np.ndarray, similarity: np.ndarray, class_names: list[str], threshold) -> list[dict]:
     """Precision, recall, F1 and support per true species at ``threshold``,
     then "macro avg" and "weighted avg" rows over the species that have
     support. Objects left ``unknown`` count as misses for their species;
@@ -47,14 +51,17 @@ def topk_accuracy(true_names: np.ndarray, similarity: np.ndarray, class_names: l
     return float(np.mean([t in set(names[o]) for t, o in zip(true_names, order)]))
 
 
-def coverage_curve(true_names: np.ndarray, similarity: np.ndarray, class_names: list[str], thresholds=None) -> list[dict]:
+def coverage_curve(true_names: np.ndarray, similarity: np.ndarray, class_names: list[str], thresholds=None, offsets=None) -> list[dict]:
     """Accuracy on the objects that get a name, against coverage (the share
-    that get one rather than ``unknown``), as the threshold moves."""
+    that get one rather than ``unknown``), as the threshold moves.
+    ``offsets``: C per-class shifts from the global threshold, which move
+    with it."""
     true_names = np.asarray(true_names, dtype=object)
     thresholds = np.round(np.linspace(0, 1, 41), 3) if thresholds is None else thresholds
+    offsets = 0.0 if offsets is None else np.asarray(offsets, np.float32)
     rows = []
     for t in thresholds:
-        pred = predict_labels(similarity, class_names, float(t))
+        pred = predict_labels(similarity, class_names, float(t) + offsets)
         named = pred != UNKNOWN
         acc = float(np.mean(pred[named] == true_names[named])) if named.any() else float("nan")
         rows.append({"threshold": float(t), "coverage": float(named.mean()) if len(pred) else 0.0, "accuracy": acc})

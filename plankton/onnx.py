@@ -5,7 +5,8 @@ An artifact may carry ``detector.onnx`` and ``embedder.onnx`` next to the
 safetensors (``python -m training.export_onnx MODEL_DIR`` adds them, and
 records in config.json's "onnx" section which safetensors they were made
 from). ``load_artifact(folder, runtime="onnx"|"auto")`` then runs them in
-ONNX Runtime; the PyTorch path stays the default and always works.
+ONNX Runtime; the PyTorch path stays the default and always works. INT8
+versions of both (``plankton.quantized``) come before them under "auto".
 
 Graphs: the detector maps ``images`` B×3×H×W float32 in 0..1 (H, W
 multiples of the stride) to ``output0`` B×(4+nc)×A — the Detect head's
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .manifest import DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, ArtifactError
 
 DETECTOR_ONNX, EMBEDDER_ONNX = "detector.onnx", "embedder.onnx"
 ONNX_FILES = (DETECTOR_ONNX, EMBEDDER_ONNX)
@@ -175,8 +178,9 @@ class OrtDetectionModel(_OrtModule):
 
 
 class OrtEmbeddingModel(_OrtModule):
-    """Drop-in for ``EmbeddingNet`` inside ``Identifier``: ``model(x)`` with
-    x B×3×S×S normalised → B×D unit embeddings; ``dim`` is D."""
+    """Drop-in for ``EmbeddingNet`` inside ``Identifier``: ``model(x)`` or,
+    for a size-aware graph, ``model(x, sizes)``, with x B×3×S×S normalised
+    and sizes B×2 → B×D unit embeddings; ``dim`` is D."""
 
     def __init__(self, session, path=None):
         super().__init__(session, path)
@@ -184,6 +188,17 @@ class OrtEmbeddingModel(_OrtModule):
         self.dim = int(dim) if isinstance(dim, int) else int(self.metadata["dim"])
         self.backbone_name = self.metadata.get("backbone", "")
         self.input_size = int(self.metadata.get("input_size", 0)) or None
+        inputs = session.get_inputs()
+        self.size_features = int(inputs[1].shape[-1]) if len(inputs) > 1 else 0
+        self.sizes_name = inputs[1].name if len(inputs) > 1 else None
+
+    def __call__(self, x, sizes=None) -> torch.Tensor:
+        feed = {self.input_name: _to_numpy(x)}
+        if self.sizes_name is not None:
+            if sizes is None:
+                raise ValueError("this embedder takes the boxes' sizes too")
+            feed[self.sizes_name] = _to_numpy(sizes)
+        return torch.from_numpy(self.session.run([self.output_name], feed)[0])
 
 
 def load_detector(path: str | Path, threads: int | None = None) -> OrtDetectionModel:
@@ -209,7 +224,7 @@ class _DetectOnly(torch.nn.Module):
         return y[0] if isinstance(y, (tuple, list)) else y
 
 
-def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str,
+def _export(module: torch.nn.Module, example: tuple, path: Path, input_names: list[str], output_name: str,
             dynamic: dict, opset: int, metadata: dict) -> Path:
     import warnings
 
@@ -220,7 +235,7 @@ def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, input_na
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings about shapes and the legacy exporter
-            torch.onnx.export(module, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=[input_name],
+            torch.onnx.export(module, example, str(tmp), dynamo=False, opset_version=opset, input_names=input_names,
                               output_names=[output_name], dynamic_axes=dynamic, do_constant_folding=True)
         model = onnx.load(str(tmp))
         onnx.checker.check_model(model)
@@ -262,48 +277,21 @@ def export_detector(model: torch.nn.Module, path: str | Path, shape: tuple[int, 
     example = torch.zeros(1, 3, *shape)
     out_axes = {0: "batch"} if end2end else {0: "batch", 2: "anchors"}  # end-to-end heads give B×max_det×6
     dynamic = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": out_axes}
-    return _export(_DetectOnly(model), example, path, "images", "output0", dynamic, opset, meta)
+    return _export(_DetectOnly(model), (example,), path, ["images"], "output0", dynamic, opset, meta)
 
 
 def export_embedder(model: torch.nn.Module, path: str | Path, size: int, opset: int = OPSET) -> Path:
-    """Export an EmbeddingNet for S×S crops (``size``) with a dynamic batch."""
+    """Export an EmbeddingNet for S×S crops (``size``) with a dynamic batch;
+    a size-aware one gets a second input, ``sizes`` B×size_features."""
     model = copy.deepcopy(model).float().cpu().eval()
     meta = {"dim": str(int(model.dim)), "backbone": str(getattr(model, "backbone_name", "")), "input_size": str(int(size)),
             "producer": "plankton.onnx.export_embedder"}
-    example = torch.zeros(2, 3, size, size)
+    example, names = (torch.zeros(2, 3, size, size),), ["crops"]
     dynamic = {"crops": {0: "batch"}, "embeddings": {0: "batch"}}
-    return _export(model, example, path, "crops", "embeddings", dynamic, opset, meta)
-
-
-def export_artifact(folder: str | Path, opset: int = OPSET, check: bool = True, threads: int | None = None) -> dict:
-    """Add ``detector.onnx`` and ``embedder.onnx`` to an artifact folder,
-    record them in config.json ("onnx": opset, files, the sha256 of the
-    safetensors they were made from, parity on random inputs) and update
-    the checksums. With ``check``, outputs are compared with PyTorch on
-    random inputs of two sizes and a mismatch raises RuntimeError. Returns
-    the "onnx" section."""
-    from .artifact import DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, load_artifact, read_config, sha256, write_manifest
-
-    folder = Path(folder)
-    cascade = load_artifact(folder, runtime="torch")
-    det, ident = cascade.detector, cascade.identifier
-    size = ident.cfg.crop.size
-    stride = det.stride
-    export_detector(det.model, folder / DETECTOR_ONNX, opset=opset, end2end=det.cfg.end2end, names=det.cfg.names)
-    export_embedder(ident.model, folder / EMBEDDER_ONNX, size, opset=opset)
-    section = {
-        "opset": opset,
-        "files": {"detector": DETECTOR_ONNX, "embedder": EMBEDDER_ONNX},
-        "source_sha256": {DETECTOR_WEIGHTS: sha256(folder / DETECTOR_WEIGHTS), EMBEDDER_WEIGHTS: sha256(folder / EMBEDDER_WEIGHTS)},
-        "inputs": {"detector": "images B×3×H×W float32 0..1, H and W multiples of %d" % stride, "embedder": f"crops B×3×{size}×{size} float32, normalised"},
-        "versions": {"torch": torch.__version__, "onnx": _version("onnx"), "onnxruntime": _version("onnxruntime")},
-    }
-    if check:
-        section["parity"] = check_parity(cascade, folder, threads=threads)
-    config = read_config(folder, check_files=False)
-    config["onnx"] = section
-    write_manifest(folder, config)
-    return section
+    if getattr(model, "size_features", 0):
+        example, names = example + (torch.zeros(2, model.size_features),), names + ["sizes"]
+        dynamic["sizes"] = {0: "batch"}
+    return _export(model, example, path, names, "embeddings", dynamic, opset, meta)
 
 
 def check_parity(cascade, folder: str | Path, threads: int | None = None, seed: int = 0) -> dict:
@@ -328,29 +316,22 @@ def check_parity(cascade, folder: str | Path, threads: int | None = None, seed: 
         if diff > 1e-3 * max(scale, 1.0):
             raise RuntimeError(f"detector.onnx differs from PyTorch by up to {diff:.3g} (output scale {scale:.3g}) at {b}x3x{h}x{w}")
     size = cascade.identifier.cfg.crop.size
-    x = torch.randn(5, 3, size, size, generator=g)
+    args = (torch.randn(5, 3, size, size, generator=g),)
+    if emb_ort.size_features:
+        args += (torch.randn(5, emb_ort.size_features, generator=g),)
     with torch.inference_mode():
-        ref = cascade.identifier.model(x).float()
-    cos = float(torch.nn.functional.cosine_similarity(ref, emb_ort(x), dim=1).min())
+        ref = cascade.identifier.model(*args).float()
+    cos = float(torch.nn.functional.cosine_similarity(ref, emb_ort(*args), dim=1).min())
     out["embedder_min_cosine"] = cos
     if cos < 0.9999:
         raise RuntimeError(f"embedder.onnx embeddings have cosine {cos:.6f} to PyTorch's (need ≥ 0.9999 on random input)")
     return out
 
 
-def _version(module: str) -> str | None:
-    try:
-        return __import__(module).__version__
-    except Exception:
-        return None
-
-
 def onnx_status(folder: str | Path, config: dict) -> str | None:
     """Why the ONNX files of an artifact cannot be used (None if they can):
     missing files, onnxruntime not importable, or files exported from
     other weights than the safetensors now in the folder."""
-    from .artifact import DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS
-
     folder = Path(folder)
     missing = [f for f in ONNX_FILES if not (folder / f).is_file()]
     if missing:
@@ -369,34 +350,90 @@ def onnx_status(folder: str | Path, config: dict) -> str | None:
     return None
 
 
-RUNTIMES = ("torch", "onnx", "auto")
+RUNTIMES = ("torch", "onnx", "int8", "onnx-int8", "openvino-int8", "auto")
+INT8_RUNTIMES = {"int8": None, "onnx-int8": "onnxruntime", "openvino-int8": "openvino"}  # name → route (None: the artifact's)
+
+
+def _embedder_problem(path: Path, emb, config: dict) -> str | None:
+    dim = int(config["embedder"]["dim"])
+    if emb.dim != dim:
+        return f"{path}: {emb.dim}-d embeddings but config.json says {dim}"
+    want = int(config["embedder"].get("size_features", 0))
+    if emb.size_features != want:
+        return f"{path}: takes {emb.size_features} size features but config.json says {want}"
+    return None
+
+
+def _load_int8(folder: Path, config: dict, runtime: str, device: str, threads: int | None):
+    """(models, None) or (None, why not) for the INT8 files."""
+    from .quantized import ROUTE_FILES, int8_status, load_int8_models
+
+    problem = int8_status(folder, config, INT8_RUNTIMES.get(runtime))
+    if problem is None and torch.device(device).type != "cpu":
+        problem = f"the INT8 path runs on the CPU only, not {device}"
+    if problem is None:
+        try:
+            det, emb, name = load_int8_models(folder, config, threads)
+            problem = _embedder_problem(folder / ROUTE_FILES[config["int8"]["route"]][1], emb, config)
+            if problem is None:
+                return (det, emb, name), None
+        except Exception as e:  # the runtime's own error types
+            problem = f"{folder}: the INT8 files cannot be loaded ({' '.join(str(e).split())[:300]})"
+    return None, problem
+
+
+def auto_runtime(folder: str | Path, config: dict) -> dict:
+    """What ``runtime="auto"`` picks on the CPU, and why not each faster
+    runtime, from the files, config and CPU alone (no network is loaded,
+    so a file that fails to load is not caught here)."""
+    from .quantized import RUNTIME_NAMES, int8_status
+
+    folder, why_not = Path(folder), {}
+    problem = int8_status(folder, config)
+    if problem is None:
+        return {"runtime": RUNTIME_NAMES[config["int8"]["route"]], "why_not": why_not}
+    why_not["int8"] = problem
+    problem = onnx_status(folder, config)
+    if problem is None:
+        return {"runtime": "onnx", "why_not": why_not}
+    why_not["onnx"] = problem
+    return {"runtime": "torch", "why_not": why_not}
 
 
 def load_onnx_models(folder: str | Path, config: dict, runtime: str = "auto", device: str = "cpu", threads: int | None = None):
-    """For ``load_artifact``: (OrtDetectionModel, OrtEmbeddingModel), or
-    None when ``runtime="auto"`` should fall back to PyTorch (no ONNX files,
-    stale ones, no onnxruntime, a non-CPU device, a session that fails to
-    load). With ``runtime="onnx"`` each of those is an ArtifactError."""
+    """For ``build_cascade``: (detector, embedder, runtime name), or None
+    when PyTorch should run. ``runtime="auto"`` takes the INT8 files when
+    ``quantized.int8_status`` finds them usable, else the fp32 ONNX files
+    when current, else None; INT8 or ONNX files that are present but
+    unusable get a warning saying why. An explicit runtime ("onnx", "int8",
+    "onnx-int8", "openvino-int8") that cannot be used is an ArtifactError."""
     import warnings
-
-    from .artifact import ArtifactError
 
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
     if runtime == "torch":
         return None
     folder = Path(folder)
+    if runtime in INT8_RUNTIMES or runtime == "auto":
+        from .quantized import present_routes
+
+        models, problem = _load_int8(folder, config, runtime, device, threads)
+        if models is not None:
+            return models
+        if runtime != "auto":
+            raise ArtifactError(problem)
+        shipped = (config.get("int8") or {}).get("route")
+        if (shipped or present_routes(folder)) and torch.device(device).type == "cpu":  # INT8 meant to be used, but not usable: say why
+            warnings.warn(f"not using the INT8 files: {problem}", RuntimeWarning, stacklevel=3)
     problem = onnx_status(folder, config)
     if problem is None and torch.device(device).type != "cpu":
         problem = f"the ONNX Runtime path runs on the CPU only, not {device}"
     if problem is None:
         try:
             det, emb = load_detector(folder / DETECTOR_ONNX, threads), load_embedder(folder / EMBEDDER_ONNX, threads)
-            dim = int(config["embedder"]["dim"])
-            if emb.dim != dim:
-                problem = f"{folder / EMBEDDER_ONNX}: {emb.dim}-d embeddings but config.json says {dim}"
-            else:
-                return det, emb
+            problem = _embedder_problem(folder / EMBEDDER_ONNX, emb, config)
+            if problem is None:
+                return det, emb, "onnx"
         except Exception as e:  # onnxruntime's own error types
             problem = f"{folder}: ONNX Runtime cannot load the ONNX files ({' '.join(str(e).split())[:300]})"
     if runtime == "onnx":
@@ -406,6 +443,6 @@ def load_onnx_models(folder: str | Path, config: dict, runtime: str = "auto", de
     return None
 
 
-__all__ = ["RUNTIMES", "load_onnx_models", "DETECTOR_ONNX", "EMBEDDER_ONNX", "ONNX_FILES", "OPSET", "OrtDetectionModel", "OrtEmbeddingModel", "available",
-           "available_cpus", "check_parity", "default_threads", "export_artifact", "export_detector", "export_embedder",
+__all__ = ["INT8_RUNTIMES", "RUNTIMES", "auto_runtime", "load_onnx_models", "DETECTOR_ONNX", "EMBEDDER_ONNX", "ONNX_FILES", "OPSET", "OrtDetectionModel", "OrtEmbeddingModel", "available",
+           "available_cpus", "check_parity", "default_threads", "export_detector", "export_embedder",
            "has_onnx", "load_detector", "load_embedder", "make_session", "onnx_status", "session_options"]

@@ -9,7 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import UNKNOWN, Candidate, Identification
+from .results import NOT_PLANKTON, UNKNOWN, Candidate, Identification
+
+
+def class_thresholds(threshold, n_classes: int) -> np.ndarray:
+    """A threshold (one float, or C per-class values) → C float32 values."""
+    return np.broadcast_to(np.asarray(threshold, np.float32), (n_classes,))
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -34,16 +39,27 @@ def _subcenters(emb: np.ndarray, k: int, seed: int) -> np.ndarray:
 class Prototypes:
     """names: C class names. means: C×D unit class means. subcenters:
     C×K×D unit sub-centre prototypes. ``mode`` picks what a match uses:
-    "subcenter" (max over the class's sub-centres and mean) or "mean"."""
+    "subcenter" (max over the class's sub-centres and mean) or "mean".
+    support, support_labels: the M×D embeddings the prototypes were built
+    from and their M class indices (optional), so that new examples can
+    later join a class and its sub-centres be found again (``add``)."""
 
     names: list[str]
     means: np.ndarray
     subcenters: np.ndarray
     mode: str = "subcenter"
+    support: np.ndarray | None = None
+    support_labels: np.ndarray | None = None
 
     def __post_init__(self):
         self.means = np.asarray(self.means, np.float32)
         self.subcenters = np.asarray(self.subcenters, np.float32)
+        if (self.support is None) != (self.support_labels is None):
+            raise ValueError("support embeddings and their labels come together")
+        if self.support is not None:
+            self.support, self.support_labels = np.asarray(self.support, np.float32), np.asarray(self.support_labels, np.int64)
+            if len(self.support) != len(self.support_labels) or (len(self.support_labels) and not 0 <= self.support_labels.min() <= self.support_labels.max() < len(self.names)):
+                raise ValueError("support labels must index the class names, one per support embedding")
         C = len(self.names)
         if self.means.shape[0] != C or self.subcenters.shape[0] != C:
             raise ValueError(f"{C} names but {self.means.shape[0]} means and {self.subcenters.shape[0]} sub-centre sets")
@@ -57,19 +73,40 @@ class Prototypes:
         return int(self.means.shape[1])
 
     @classmethod
-    def build(cls, embeddings: np.ndarray, labels: np.ndarray, names: list[str], k: int = 5, seed: int = 0) -> "Prototypes":
+    def build(cls, embeddings: np.ndarray, labels: np.ndarray, names: list[str], k: int = 5, seed: int = 0, keep_support: bool = True) -> "Prototypes":
         """From N×D embeddings and N integer labels indexing ``names``.
-        Classes without samples get no prototype (they cannot be predicted)."""
+        Classes without samples get no prototype (they cannot be predicted).
+        ``keep_support``: keep the embeddings, for ``add``."""
         embeddings, labels = _normalise(embeddings), np.asarray(labels)
-        kept, means, subs = [], [], []
+        kept, means, subs, support, support_labels = [], [], [], [], []
         for c, name in enumerate(names):
             e = embeddings[labels == c]
             if len(e):
+                support_labels += [len(kept)] * len(e)
+                support.append(e)
                 kept.append(name)
                 means.append(_normalise(e.mean(0)))
                 subs.append(_subcenters(e, k, seed))
         D = embeddings.shape[1]
-        return cls(kept, np.reshape(means, (-1, D)), np.reshape(subs, (-1, k, D)))
+        sup = (np.concatenate(support) if support else np.zeros((0, D), np.float32), np.array(support_labels, np.int64)) if keep_support else (None, None)
+        return cls(kept, np.reshape(means, (-1, D)), np.reshape(subs, (-1, k, D)), support=sup[0], support_labels=sup[1])
+
+    def add(self, examples: dict[str, np.ndarray], seed: int = 0) -> "Prototypes":
+        """New examples join their classes ({name: N×D embeddings}): a known
+        class is rebuilt from its support embeddings plus the new ones, a
+        new name becomes a new class (``NOT_PLANKTON`` collects objects
+        that are no plankton at all). Returns new Prototypes; self is
+        unchanged. Needs the support embeddings."""
+        if self.support is None:
+            raise ValueError("these prototypes keep no support embeddings, so examples cannot join their classes (rebuild with training.build_prototypes)")
+        names = list(self.names) + [n for n in examples if n not in self.names]
+        emb = [self.support] + [np.asarray(e, np.float32).reshape(-1, self.dim) for e in examples.values()]
+        labels = [self.support_labels] + [np.full(len(np.asarray(e).reshape(-1, self.dim)), names.index(n)) for n, e in examples.items()]
+        rebuilt = Prototypes.build(np.concatenate(emb), np.concatenate(labels), names, k=self.subcenters.shape[1], seed=seed)
+        untouched = [i for i, n in enumerate(self.names) if n not in examples]  # keep their exact sub-centres
+        rebuilt.means[untouched], rebuilt.subcenters[untouched] = self.means[untouched], self.subcenters[untouched]
+        rebuilt.mode = self.mode
+        return rebuilt
 
     def enrol(self, name: str, embeddings: np.ndarray, seed: int = 0) -> "Prototypes":
         """A new species (or more examples of one) from a few N×D embeddings,
@@ -96,16 +133,20 @@ class Prototypes:
             sim = np.maximum(sim, np.einsum("nd,ckd->nck", e, self.subcenters).max(axis=2))
         return sim
 
-    def match(self, embeddings: np.ndarray, threshold: float, topk: int = 3) -> list[Identification]:
+    def match(self, embeddings: np.ndarray, threshold, topk: int = 3) -> list[Identification]:
         """Best class per embedding, ``unknown`` when its similarity is below
-        ``threshold``; ``topk`` candidates by similarity either way."""
+        ``threshold`` (one float, or C per-class values); ``topk``
+        candidates by similarity either way."""
         return identify(self.similarity(embeddings), self.names, threshold, topk)
 
     def save(self, path: str | Path) -> None:
         from safetensors.numpy import save_file
 
         meta = {"names": json.dumps(self.names), "mode": self.mode}
-        save_file({"means": self.means, "subcenters": self.subcenters}, str(path), metadata=meta)
+        tensors = {"means": self.means, "subcenters": self.subcenters}
+        if self.support is not None:  # float16: half the bytes, and cosines change by < 1e-3
+            tensors |= {"support": self.support.astype(np.float16), "support_labels": self.support_labels}
+        save_file(tensors, str(path), metadata=meta)
         os.chmod(path, 0o644)  # safetensors creates files 0600
 
     @classmethod
@@ -117,18 +158,24 @@ class Prototypes:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         if "names" not in meta or not {"means", "subcenters"} <= tensors.keys():
             raise ValueError(f"{path}: not a prototypes file (needs means, subcenters and names)")
-        return cls(json.loads(meta["names"]), tensors["means"], tensors["subcenters"], meta.get("mode", "subcenter"))
+        return cls(json.loads(meta["names"]), tensors["means"], tensors["subcenters"], meta.get("mode", "subcenter"),
+                   tensors.get("support"), tensors.get("support_labels"))
 
 
-def identify(similarity: np.ndarray, names: list[str], threshold: float, topk: int = 3) -> list[Identification]:
-    """N×C similarities → N identifications (``unknown`` below threshold)."""
+def identify(similarity: np.ndarray, names: list[str], threshold, topk: int = 3) -> list[Identification]:
+    """N×C similarities → N identifications: ``unknown`` below the best
+    class's threshold (``threshold``: one float, or C per-class values),
+    and when the best class is ``NOT_PLANKTON``, which is never offered
+    as a candidate either."""
     similarity = np.atleast_2d(np.asarray(similarity, np.float32))
-    k = min(topk, len(names))
-    order = np.argsort(-similarity, axis=1, kind="stable")[:, : max(k, 1)] if len(names) else np.zeros((len(similarity), 0), int)
+    thresholds = class_thresholds(threshold, len(names))
+    species_cols = [j for j, n in enumerate(names) if n != NOT_PLANKTON]
+    k = min(topk, len(species_cols))
+    order = np.argsort(-similarity, axis=1, kind="stable")[:, : len(names)] if len(names) else np.zeros((len(similarity), 0), int)
     out = []
     for row, idx in zip(similarity, order):
-        cands = tuple(Candidate(names[j], float(row[j])) for j in idx[:k])
+        cands = tuple(Candidate(names[j], float(row[j])) for j in idx if names[j] != NOT_PLANKTON)[:k]
         best = float(row[idx[0]]) if len(idx) else -1.0
-        species = names[idx[0]] if len(idx) and best >= threshold else UNKNOWN
-        out.append(Identification(species, best, cands))
+        named = len(idx) and best >= thresholds[idx[0]] and names[idx[0]] != NOT_PLANKTON
+        out.append(Identification(names[idx[0]] if named else UNKNOWN, best, cands))
     return out

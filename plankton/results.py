@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 UNKNOWN = "unknown"
+# A class of objects that people marked as not plankton (debris, bubbles...): the
+# identifier matches against it like a species, but answers ``unknown`` for it.
+NOT_PLANKTON = "not plankton"
 
 
 @dataclass(frozen=True)
@@ -58,13 +61,15 @@ class Identification:
 @dataclass(frozen=True)
 class ObjectResult:
     """One object: box (pixels), detection score, species or ``unknown``,
-    its cosine similarity and the top-k candidate species."""
+    its cosine similarity and the top-k candidate species. ``corrected``:
+    a person set the species (it is no longer the model's answer)."""
 
     xyxy: tuple[float, float, float, float]
     det_score: float
     species: str
     similarity: float
     topk: tuple[Candidate, ...] = ()
+    corrected: bool = False
 
     @property
     def is_unknown(self) -> bool:

@@ -61,11 +61,3 @@ class ValidationSet:
         w = np.maximum(np.take_along_axis(sim, idx, 1), 1e-3)
         return (self.layout[idx] * w[..., None]).sum(1) / w.sum(1, keepdims=True)
 
-
-def umap_layout(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:
-    """N×D unit embeddings → N×2 UMAP layout (cosine metric)."""
-    import umap
-
-    n = len(embeddings)
-    reducer = umap.UMAP(n_neighbors=min(15, max(n - 1, 2)), min_dist=0.1, metric="cosine", random_state=seed)
-    return reducer.fit_transform(np.asarray(embeddings, np.float32)).astype(np.float32)

@@ -13,22 +13,47 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .artifact import atomic_write_text
+from .files import atomic_path, atomic_write_text
+from .measure import Sample, box_sizes_um, concentration_rows, counts_rows, species_columns
 from .results import UNKNOWN, FrameResult
 
-CSV_COLUMNS = ["image", "x1", "y1", "x2", "y2", "det_score", "species", "similarity", "top2", "top2_similarity", "top3", "top3_similarity"]
+CSV_COLUMNS = ["image", "x1", "y1", "x2", "y2", "det_score", "species", "similarity", "top2", "top2_similarity", "top3", "top3_similarity",
+               "width_um", "height_um", "esd_um", "corrected"]
+CONCENTRATION_COLUMNS = ["species", "count", "volume_ml", "cells_per_ml", "cells_per_ml_low", "cells_per_ml_high"]
 
 
-def detection_rows(frames: list[FrameResult]) -> list[dict]:
+def _um(v: float) -> str:
+    return "" if not np.isfinite(v) else f"{v:.2f}"
+
+
+def detection_rows(frames: list[FrameResult], um_per_px: float | None = None) -> list[dict]:
+    """One row per object: box (pixels), scores, species and runners-up,
+    box-based sizes in µm (empty without a scale), and whether a person
+    corrected the species."""
     rows = []
     for fr in frames:
-        for o in fr.objects:
+        sizes = box_sizes_um(np.array([o.xyxy for o in fr.objects], np.float64).reshape(-1, 4), um_per_px)
+        for o, (w, h, esd) in zip(fr.objects, sizes):
             row = {"image": fr.image, "x1": f"{o.xyxy[0]:.1f}", "y1": f"{o.xyxy[1]:.1f}", "x2": f"{o.xyxy[2]:.1f}", "y2": f"{o.xyxy[3]:.1f}",
-                   "det_score": f"{o.det_score:.4f}", "species": o.species, "similarity": f"{o.similarity:.4f}"}
+                   "det_score": f"{o.det_score:.4f}", "species": o.species, "similarity": f"{o.similarity:.4f}",
+                   "width_um": _um(w), "height_um": _um(h), "esd_um": _um(esd), "corrected": "yes" if o.corrected else ""}
             for j, c in enumerate(o.topk[1:3], start=2):
                 row[f"top{j}"], row[f"top{j}_similarity"] = c.species, f"{c.similarity:.4f}"
             rows.append(row)
     return rows
+
+
+def sample_tables(frames: list[FrameResult], sample: Sample, names: list[str] | None = None) -> dict[str, str]:
+    """{file name: CSV text} of the per-sample tables: ``counts.csv`` (one
+    row per frame, one column per species plus unknown and total) and
+    ``concentration.csv`` (cells per ml with a 95% Poisson interval), both
+    only when the volume imaged per frame is known."""
+    if sample.volume_ul is None:
+        return {}
+    columns = species_columns(frames, names)
+    conc = [r | {k: f"{r[k]:.6g}" for k in CONCENTRATION_COLUMNS[2:]} for r in concentration_rows(frames, sample)]
+    return {"counts.csv": csv_text(counts_rows(frames, columns), ["image", *columns, "total"]),
+            "concentration.csv": csv_text(conc, CONCENTRATION_COLUMNS)}
 
 
 def csv_text(rows: list[dict], columns: list[str]) -> str:
@@ -39,9 +64,9 @@ def csv_text(rows: list[dict], columns: list[str]) -> str:
     return buf.getvalue()
 
 
-def write_detections_csv(path: str | Path, frames: list[FrameResult]) -> None:
-    """One row per object: image, box (pixels), det_score, species, similarity, runners-up."""
-    atomic_write_text(path, csv_text(detection_rows(frames), CSV_COLUMNS))
+def write_detections_csv(path: str | Path, frames: list[FrameResult], um_per_px: float | None = None) -> None:
+    """One row per object: image, box (pixels), det_score, species, similarity, runners-up, sizes in µm."""
+    atomic_write_text(path, csv_text(detection_rows(frames, um_per_px), CSV_COLUMNS))
 
 
 def coco_results(frames: list[FrameResult], categories: list[dict], image_ids: dict[str, int] | None = None) -> dict:
@@ -99,7 +124,5 @@ def annotate(image: np.ndarray, frame: FrameResult, line: int = 2) -> Image.Imag
 
 
 def save_annotated(path: str | Path, image: np.ndarray, frame: FrameResult) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    annotate(image, frame).save(tmp, format="JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG", quality=90)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        annotate(image, frame).save(tmp, format="JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG", quality=90)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-FRAMES = sorted((Path(__file__).parent / "data" / "frames").glob("*.jpg"))
+FRAMES = sorted((REPO / "plankton_app" / "examples" / "frames").glob("*.jpg"))
 NOVEL = "Novel sp"  # a validation species without a prototype
 _lock = threading.RLock()
 
@@ -28,7 +28,7 @@ def add_app_files(folder: Path, n: int = 240, seed: int = 0) -> Path:
     the metrics move with the threshold; the layout is clusters on a circle."""
     from PIL import Image, ImageDraw
 
-    from plankton.artifact import read_config, write_manifest
+    from plankton.manifest import read_config, write_manifest
     from plankton.metrics import coverage_curve, per_class_table
     from plankton.prototypes import Prototypes
     from plankton.validation import ValidationSet
@@ -108,7 +108,7 @@ class AppServer:
         old = os.environ.get("PLANKTON_MODEL_DIR")
         os.environ["PLANKTON_MODEL_DIR"] = str(folder)
         try:
-            self.service = app.Service.load()
+            self.service = app.Service.load()  # as `python app.py` resolves its model
         finally:
             if old is None:
                 os.environ.pop("PLANKTON_MODEL_DIR", None)

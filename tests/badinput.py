@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-FRAMES = sorted((Path(__file__).parent / "data" / "frames").glob("*.jpg"))
+FRAMES = sorted((Path(__file__).resolve().parent.parent / "plankton_app" / "examples" / "frames").glob("*.jpg"))
 
 
 @dataclass
@@ -192,3 +192,40 @@ def coco_cases(folder: Path) -> list[Case]:
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     add("bad_images.json", json.dumps(frames).encode(), "valid COCO whose images are missing or broken")
     return cases
+
+
+# ---- shared by the hardening tests (library/CLI and app)
+
+ESCAPED = ("escaped_by_zip.jpg", "absolute_by_zip.jpg", "windows_escape.jpg")
+HANDLED: dict[str, list[bool]] = {}  # surface -> handled flag per case
+
+
+def record(surface: str, ok: bool) -> None:
+    HANDLED.setdefault(surface, []).append(bool(ok))
+
+
+def report() -> str:
+    n = sum(len(v) for v in HANDLED.values())
+    h = sum(sum(v) for v in HANDLED.values())
+    detail = ", ".join(f"{k} {sum(v)}/{len(v)}" for k, v in HANDLED.items())
+    return f"bad-input corpus: {n} cases, {h} handled ({detail})"
+
+
+def tree(root: Path) -> set[str]:
+    """Every file under ``root`` (caches and .git left out), relative paths."""
+    import os
+
+    skip = {".git", "__pycache__", ".pytest_cache", ".ruff_cache"}
+    out = set()
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in skip]
+        out.update(os.path.relpath(os.path.join(folder, f), root) for f in files)
+    return out
+
+
+def no_escapes(*roots: Path) -> None:
+    import tempfile
+
+    for root in {Path(tempfile.gettempdir()), *roots}:
+        for name in ESCAPED:
+            assert not (root / name).exists(), f"a zip member was written outside: {root / name}"

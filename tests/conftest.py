@@ -13,9 +13,9 @@ os.environ.setdefault("YOLO_OFFLINE", "true")
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-DATA = Path(__file__).parent / "data"
-FRAMES_COCO = DATA / "frames.coco.json"
 REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "plankton_app" / "examples"  # the app's example frames, with their ground truth
+FRAMES_COCO = EXAMPLES / "frames.coco.json"
 
 
 def make_random_artifact(folder: Path, seed: int = 0, backbone: str = "efficientnet_lite0", crop: int = 64) -> Path:
@@ -42,7 +42,7 @@ def make_random_artifact(folder: Path, seed: int = 0, backbone: str = "efficient
         detector=build_detection_model("yolov8n.yaml"),
         detector_cfg=DetectorConfig(architecture="yolov8n.yaml", imgsz=640, conf=0.001),
         embedder=EmbeddingNet(backbone, 512).eval(),
-        identifier_cfg=IdentifierConfig(crop=CropConfig(size=crop), threshold=0.0),
+        identifier_cfg=IdentifierConfig.for_backbone(backbone, CropConfig(size=crop), threshold=0.0),
         prototypes=protos,
         categories=coco["categories"],
         name="random-test-model",

@@ -6,6 +6,15 @@ validate-yaml, preupload, LFS batch + basic upload + verify, NDJSON commit,
 refs, branch and tag creation, revision info, tree and paths-info, and
 resolve (HEAD and GET, with X-Repo-Commit, ETag and X-Linked-* headers).
 
+Space repos (``create_repo(repo_type="space", space_sdk=...)``) use the same
+endpoints under ``/api/spaces/…``, ``/spaces/….git/info/lfs`` and
+``/spaces/…/resolve``, plus a Space's variables and secrets: GET, POST
+(add or update ``{"key", "value", "description"}``) and DELETE (``{"key"}``)
+on ``/api/spaces/{id}/variables`` and ``/api/spaces/{id}/secrets``, as
+``HfApi.add_space_variable`` & co. call them. Secret values are never
+returned by the API; tests read them from ``server.spaces[id].secrets``,
+as the Space's container would get them.
+
 State is kept in memory. Commits are real: a commit id is the sha1 of the
 commit's content (parent, tree, message), regular files have git blob ids and
 large files are LFS objects addressed by sha256, as on the Hub.
@@ -20,7 +29,8 @@ Fault injection, for tests of the pulling side:
 * ``server.delete_file(repo_id, path)`` commits the removal of a file.
 
 ``server.requests`` records ``(method, path)`` of every request and
-``server.authorizations`` every Authorization header received.
+``server.authorizations`` every Authorization header received. Models are
+in ``server.repos``, Spaces in ``server.spaces`` (ids may repeat across the two).
 
     with HubServer() as hub:
         HfApi(endpoint=hub.url).create_repo("org/model")
@@ -46,6 +56,8 @@ GITATTRIBUTES = "".join(
     for p in ("*.bin", "*.ckpt", "*.h5", "*.onnx", "*.pt", "*.pth", "*.safetensors", "*.tar.gz", "*.zip", "*tfevents*")
 )
 SHA40 = re.compile(r"^[0-9a-f]{40}$")
+SPACE_SDKS = ("gradio", "streamlit", "docker", "static")
+SPACE_COLORS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
 
 
 def git_blob_id(data: bytes) -> str:
@@ -83,6 +95,10 @@ class Repo:
     commits: dict[str, Commit] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    type: str = "model"  # or "space"
+    sdk: str | None = None  # a Space's SDK
+    variables: dict[str, dict] = field(default_factory=dict)  # a Space's: key -> {"value", "description", "updatedAt"}
+    secrets: dict[str, dict] = field(default_factory=dict)  # a Space's: key -> {"value", "description", "updatedAt"}
 
     def resolve(self, revision: str) -> str | None:
         if revision in self.branches:
@@ -102,12 +118,15 @@ class HubError(Exception):
 
 class HubServer:
     """The server. ``token``: when set, writes (and reads of private repos)
-    need ``Authorization: Bearer <token>``."""
+    need ``Authorization: Bearer <token>``. ``read_tokens``: tokens that may
+    read private repos but write nothing (a fine-grained read-only token)."""
 
-    def __init__(self, token: str | None = None, lfs_threshold: int = LFS_THRESHOLD):
+    def __init__(self, token: str | None = None, lfs_threshold: int = LFS_THRESHOLD, read_tokens: tuple[str, ...] = ()):
         self.token = token
+        self.read_tokens = set(read_tokens)
         self.lfs_threshold = lfs_threshold
-        self.repos: dict[str, Repo] = {}
+        self.repos: dict[str, Repo] = {}  # model repos
+        self.spaces: dict[str, Repo] = {}
         self.objects: dict[str, bytes] = {}
         self.lfs_uploads: list[str] = []  # sha256 of each LFS object received
         self.requests: list[tuple[str, str]] = []
@@ -147,19 +166,24 @@ class HubServer:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     # -- repository operations (also used directly by tests) -----------------
-    def create_repo(self, repo_id: str, private: bool = False) -> Repo:
+    def store(self, repo_type: str) -> dict[str, Repo]:
+        return self.spaces if repo_type == "space" else self.repos
+
+    def create_repo(self, repo_id: str, private: bool = False, repo_type: str = "model", sdk: str | None = None) -> Repo:
         with self.lock:
-            if repo_id in self.repos:
+            store = self.store(repo_type)
+            url = f"{self.url}/{'spaces/' if repo_type == 'space' else ''}{repo_id}"
+            if repo_id in store:
                 # the Hub answers 409 with the repo's url, which create_repo(exist_ok=True) reads
-                raise HubError(409, "You already created this model repo", body={"url": f"{self.url}/{repo_id}"})
-            repo = self.repos[repo_id] = Repo(repo_id, private)
+                raise HubError(409, f"You already created this {repo_type} repo", body={"url": url})
+            repo = store[repo_id] = Repo(repo_id, private, type=repo_type, sdk=sdk)
             self._commit(repo, "main", {".gitattributes": ("regular", GITATTRIBUTES.encode())}, set(), "initial commit", create_branch=True)
             return repo
 
-    def delete_file(self, repo_id: str, path: str, revision: str = "main") -> str:
+    def delete_file(self, repo_id: str, path: str, revision: str = "main", repo_type: str = "model") -> str:
         """Commit the removal of ``path`` on branch ``revision``; returns the new commit id."""
         with self.lock:
-            return self._commit(self.repos[repo_id], revision, {}, {path}, f"Delete {path}")
+            return self._commit(self.store(repo_type)[repo_id], revision, {}, {path}, f"Delete {path}")
 
     def _store(self, data: bytes) -> Entry:
         key = git_blob_id(data)
@@ -250,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
             hub.stopping.wait()
             self.close_connection = True
             return
-        body = self._body() if self.command in ("POST", "PUT") else b""
+        body = self._body() if self.command in ("POST", "PUT", "DELETE") else b""
         try:
             self._route(url.path, parse_qs(url.query), body)
         except HubError as e:
@@ -262,19 +286,22 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, TypeError) as e:
             self._json({"error": f"bad request: {e}"}, 400, {"X-Error-Message": f"bad request: {e}"})
 
-    do_GET = do_HEAD = do_POST = do_PUT = _dispatch
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _dispatch
 
     # -- auth ----------------------------------------------------------------
     def _authorized(self) -> bool:
         return self.hub.token is None or self.headers.get("Authorization") == f"Bearer {self.hub.token}"
 
+    def _can_read(self) -> bool:
+        return self._authorized() or self.headers.get("Authorization", "").removeprefix("Bearer ") in self.hub.read_tokens
+
     def _require_write(self) -> None:
         if not self._authorized():
-            raise HubError(401, "Invalid credentials in Authorization header")
+            raise HubError(401 if not self._can_read() else 403, "Invalid credentials in Authorization header")
 
-    def _repo(self, repo_id: str) -> Repo:
-        repo = self.hub.repos.get(repo_id)
-        if repo is None or (repo.private and not self._authorized()):
+    def _repo(self, repo_id: str, repo_type: str = "model") -> Repo:
+        repo = self.hub.store(repo_type).get(repo_id)
+        if repo is None or (repo.private and not self._can_read()):
             raise HubError(404 if repo is None else 401, "Repository not found", "RepoNotFound")
         return repo
 
@@ -296,18 +323,28 @@ class _Handler(BaseHTTPRequestHandler):
             if parts[:3] == ["api", "repos", "create"] and m == "POST":
                 self._require_write()
                 data = json.loads(body)
-                if data.get("type", "model") != "model":
-                    raise HubError(400, "this test server only hosts model repos")
+                kind = data.get("type", "model")
+                if kind not in ("model", "space"):
+                    raise HubError(400, "this test server only hosts model and space repos")
+                if kind == "space" and data.get("sdk") not in SPACE_SDKS:
+                    raise HubError(400, f"a Space needs an sdk, one of {', '.join(SPACE_SDKS)}")
                 repo_id = f"{data['organization']}/{data['name']}" if data.get("organization") else f"tester/{data['name']}"
                 private = bool(data.get("private")) or data.get("visibility") == "private"
-                hub.create_repo(repo_id, private)
-                return self._json({"url": f"{hub.url}/{repo_id}", "name": repo_id, "id": repo_id})
+                repo = hub.create_repo(repo_id, private, kind, data.get("sdk"))
+                for key in ("variables", "secrets"):  # create_repo(space_variables=..., space_secrets=...)
+                    for item in data.get(key) or []:
+                        self._set_setting(getattr(repo, key), item)
+                return self._json({"url": f"{hub.url}/{'spaces/' if kind == 'space' else ''}{repo_id}", "name": repo_id, "id": repo_id})
             if parts[:2] == ["api", "validate-yaml"] and m == "POST":
-                return self._validate_yaml(json.loads(body).get("content", ""))
-            if len(parts) >= 4 and parts[0] == "api" and parts[1] == "models":
-                return self._api_model(f"{parts[2]}/{parts[3]}", parts[4:], query, body)
+                data = json.loads(body)
+                return self._validate_yaml(data.get("content", ""), data.get("repoType") or "model")
+            if len(parts) >= 4 and parts[0] == "api" and parts[1] in ("models", "spaces"):
+                return self._api_repo("space" if parts[1] == "spaces" else "model", f"{parts[2]}/{parts[3]}", parts[4:], query, body)
+            kind = "space" if parts[:1] == ["spaces"] else "model"  # git and resolve URLs of a Space start with spaces/
+            if kind == "space":
+                parts = parts[1:]
             if len(parts) >= 6 and parts[1].endswith(".git") and parts[2:6] == ["info", "lfs", "objects", "batch"]:
-                return self._lfs_batch(f"{parts[0]}/{parts[1][:-4]}", json.loads(body))
+                return self._lfs_batch(f"{parts[0]}/{parts[1][:-4]}", json.loads(body), kind)
             if len(parts) >= 6 and parts[1].endswith(".git") and parts[2:6] == ["info", "lfs", "objects", "verify"]:
                 data = json.loads(body)
                 if data["oid"] not in hub.objects:
@@ -316,13 +353,13 @@ class _Handler(BaseHTTPRequestHandler):
             if len(parts) == 4 and parts[0] == "lfs-upload" and m == "PUT":
                 return self._lfs_put(parts[3], body)
             if len(parts) >= 5 and parts[2] == "resolve" and m in ("GET", "HEAD"):
-                return self._resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]))
+                return self._resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]), kind)
         raise HubError(404, f"no route for {m} {path}")
 
-    def _validate_yaml(self, content: str) -> None:
+    def _validate_yaml(self, content: str, repo_type: str = "model") -> None:
         import yaml
 
-        errors = []
+        errors, meta = [], None
         if content.startswith("---"):
             end = content.find("\n---", 3)
             if end < 0:
@@ -334,21 +371,57 @@ class _Handler(BaseHTTPRequestHandler):
                         errors.append({"message": "YAML front matter is not a mapping"})
                 except yaml.YAMLError as e:
                     errors.append({"message": f"invalid YAML: {e}"})
+        if repo_type == "space" and not errors:  # the few Space settings the Hub checks that matter here
+            meta = meta if isinstance(meta, dict) else {}
+            if meta.get("sdk") not in SPACE_SDKS:
+                errors.append({"message": f'"sdk" must be one of {", ".join(SPACE_SDKS)}'})
+            for key in ("colorFrom", "colorTo"):
+                if key in meta and meta[key] not in SPACE_COLORS:
+                    errors.append({"message": f'"{key}" must be one of {", ".join(sorted(SPACE_COLORS))}'})
+            if "python_version" in meta and not isinstance(meta["python_version"], str):
+                errors.append({"message": '"python_version" must be a string'})
         if errors:
             return self._json({"errors": errors, "warnings": []}, 400)
         return self._json({"errors": [], "warnings": []})
 
-    def _api_model(self, repo_id: str, rest: list[str], query: dict, body: bytes) -> None:
+    @staticmethod
+    def _set_setting(settings: dict, item: dict) -> None:
+        date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        settings[item["key"]] = {"value": str(item["value"]), "description": item.get("description"), "updatedAt": date}
+
+    def _space_settings(self, repo: Repo, kind: str, body: bytes) -> None:
+        """GET, POST (add or update) and DELETE on a Space's variables or secrets."""
+        settings = getattr(repo, kind)
+        if self.command == "GET":
+            if kind == "secrets":
+                self._require_write()  # secret names are for the Space's owners; their values are never returned
+            return self._json({k: {f: v for f, v in s.items() if not (kind == "secrets" and f == "value")} for k, s in settings.items()})
+        self._require_write()
+        data = json.loads(body)
+        if self.command == "POST":
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", data.get("key", "")) or "value" not in data:
+                raise HubError(400, f"a {kind[:-1]} needs a key (letters, digits, _) and a value")
+            self._set_setting(settings, data)
+        elif self.command == "DELETE":
+            settings.pop(data["key"], None)
+        if kind == "secrets":
+            return self._json({})
+        return self._json({k: {f: v for f, v in s.items()} for k, s in settings.items()})
+
+    def _api_repo(self, kind: str, repo_id: str, rest: list[str], query: dict, body: bytes) -> None:
         hub, m = self.hub, self.command
-        repo = self._repo(repo_id)
+        repo = self._repo(repo_id, kind)
         if not rest or rest[0] == "revision":
             commit = self._rev(repo, rest[1] if len(rest) > 1 else "main")
-            return self._json({
-                "id": repo.id, "_id": repo.id, "modelId": repo.id, "author": repo.id.split("/")[0], "sha": commit.id,
+            info = {
+                "id": repo.id, "_id": repo.id, "author": repo.id.split("/")[0], "sha": commit.id,
                 "private": repo.private, "disabled": False, "gated": False, "lastModified": commit.date, "tags": [],
                 "siblings": [{"rfilename": p} for p in sorted(commit.files)],
-            })
+            }
+            return self._json(info | ({"sdk": repo.sdk} if kind == "space" else {"modelId": repo.id}))
         op = rest[0]
+        if kind == "space" and op in ("variables", "secrets") and len(rest) == 1 and m in ("GET", "POST", "DELETE"):
+            return self._space_settings(repo, op, body)
         if op == "refs":
             def refs(d, kind):
                 return [{"name": n, "ref": f"refs/{kind}/{n}", "targetCommit": c} for n, c in sorted(d.items())]
@@ -396,7 +469,7 @@ class _Handler(BaseHTTPRequestHandler):
         if op == "commit" and m == "POST":
             self._require_write()
             return self._commit(repo, rest[1], body, query)
-        raise HubError(404, f"no route for {m} /api/models/{repo_id}/{'/'.join(rest)}")
+        raise HubError(404, f"no route for {m} /api/{kind}s/{repo_id}/{'/'.join(rest)}")
 
     def _lfs_pattern(self, commit: Commit, path: str) -> bool:
         attrs = commit.files.get(".gitattributes")
@@ -455,9 +528,10 @@ class _Handler(BaseHTTPRequestHandler):
         sha = self.hub._commit(repo, revision, adds, deletes, message, parent=header.get("parentCommit"))
         self._json({"success": True, "commitOid": sha, "commitUrl": f"{self.hub.url}/{repo.id}/commit/{sha}", "pullRequestUrl": None})
 
-    def _lfs_batch(self, repo_id: str, data: dict) -> None:
+    def _lfs_batch(self, repo_id: str, data: dict, kind: str = "model") -> None:
         self._require_write()
-        self._repo(repo_id)
+        self._repo(repo_id, kind)
+        prefix = "spaces/" if kind == "space" else ""
         if data.get("operation") != "upload":
             raise HubError(400, "only uploads are supported")
         objects = []
@@ -466,7 +540,7 @@ class _Handler(BaseHTTPRequestHandler):
             if o["oid"] not in self.hub.objects:
                 item["actions"] = {
                     "upload": {"href": f"{self.hub.url}/lfs-upload/{repo_id}/{o['oid']}", "header": {}},
-                    "verify": {"href": f"{self.hub.url}/{repo_id}.git/info/lfs/objects/verify", "header": {}},
+                    "verify": {"href": f"{self.hub.url}/{prefix}{repo_id}.git/info/lfs/objects/verify", "header": {}},
                 }
             objects.append(item)
         self._send(200, json.dumps({"transfer": "basic", "objects": objects}).encode(), content_type="application/vnd.git-lfs+json")
@@ -478,8 +552,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.hub.lfs_uploads.append(oid)
         self._send(200, b"")
 
-    def _resolve(self, repo_id: str, revision: str, path: str) -> None:
-        repo = self._repo(repo_id)
+    def _resolve(self, repo_id: str, revision: str, path: str, kind: str = "model") -> None:
+        repo = self._repo(repo_id, kind)
         commit = self._rev(repo, revision)
         e = commit.files.get(path)
         if e is None:

@@ -12,6 +12,8 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 from app_utils import FRAMES, app_artifact, app_server  # noqa: E402
 
+pytestmark = pytest.mark.app
+
 
 @pytest.fixture(scope="module")
 def server(tiny_artifact):
@@ -39,7 +41,7 @@ def test_identify_a_committed_frame(client, server):
     expected = service.analyse([FRAMES[0]]).frames[0].analysis  # cached at warm-up: no second model run
     assert result["n_objects"] == len(frame["objects"]) == len(expected.detections) > 0
     obj = frame["objects"][0]
-    assert set(obj) == {"id", "box", "det_score", "species", "similarity", "top"}
+    assert set(obj) == {"id", "box", "det_score", "species", "similarity", "top", "corrected"} and obj["corrected"] is False
     assert obj["box"] == pytest.approx(expected.detections.xyxy[0].tolist(), abs=0.06)
     assert obj["species"] in service.class_names and len(obj["top"]) == 3
     assert sum(result["counts"].values()) == result["n_objects"] and result["messages"] == []
@@ -156,5 +158,6 @@ def test_model_info_and_per_class(client):
     assert info["created"] and info["versions"]["plankton"] and info["training"]["epochs"] == 1
     loose = client.predict(0.0, api_name="/per_class")
     strict = client.predict(0.95, api_name="/per_class")
-    assert loose[-1]["species"] == "weighted avg" and set(loose[0]) == {"species", "precision", "recall", "f1", "support"}
-    assert loose != strict
+    assert loose[-1]["species"] == "weighted avg" and set(loose[0]) == {"species", "precision", "recall", "f1", "support", "threshold"}
+    assert loose[0]["threshold"] == 0.0 and strict[0]["threshold"] == 0.95  # no species of this model has its own threshold
+    assert loose != strict and info["runtime"] in ("torch", "onnx")

@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from plankton.artifact import (CONFIG, DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, PROTOTYPES, REQUIRED, ArtifactError, load_artifact,
-                               read_config, save_artifact, sha256, write_manifest)
+from plankton.results import UNKNOWN, Detections
+from plankton.artifact import load_artifact, save_artifact
+from plankton.files import sha256
+from plankton.manifest import (CONFIG, DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, FORMAT_VERSION, PROTOTYPES, REQUIRED, ArtifactError, read_config,
+                               write_manifest)
 
 
 @pytest.fixture
@@ -45,7 +48,7 @@ def saved(tmp_path_factory, frame):
     rng = np.random.default_rng(0)
     protos = Prototypes.build(rng.normal(size=(30, 64)), np.repeat(np.arange(3), 10), ["a", "b", "c"], k=2)
     parts = dict(detector=det_model, detector_cfg=DetectorConfig(architecture="yolov8n.yaml", imgsz=320, conf=0.001),
-                 embedder=embedder, identifier_cfg=IdentifierConfig(crop=CropConfig(size=32), threshold=0.1),
+                 embedder=embedder, identifier_cfg=IdentifierConfig.for_backbone("resnet18", CropConfig(size=32), threshold=0.1),
                  prototypes=protos)
     root = tmp_path_factory.mktemp("saved")
     folder = save_artifact(root / "m", **parts, name="round-trip")
@@ -64,7 +67,7 @@ def test_save_load_gives_the_same_outputs(saved):
     assert loaded.config["name"] == "round-trip" and loaded.path == folder
     # The in-memory models (a Detector fuses its model in place: give it a copy).
     detector = Detector(copy.deepcopy(saved["detector"]), saved["detector_cfg"])
-    identifier = Identifier(saved["embedder"], saved["prototypes"], saved["identifier_cfg"])
+    identifier = Identifier(saved["embedder"], saved["identifier_cfg"], saved["prototypes"])
 
     np.testing.assert_array_equal(loaded.identifier.embed_boxes(image, gt), identifier.embed_boxes(image, gt))
     a, b = loaded.detector.predict(image), detector.predict(image)
@@ -94,7 +97,7 @@ def test_float16_weights(saved):
 
 def test_tiny_artifact_config(tiny_artifact, frames_coco):
     config = read_config(tiny_artifact)
-    assert config["format_version"] == 1 and config["name"] == "random-test-model"
+    assert config["format_version"] == FORMAT_VERSION == 2 and config["name"] == "random-test-model"
     assert set(REQUIRED) <= config["files"].keys()
     present = {frames_coco.categories[b.category_id].name for b in frames_coco.boxes}
     assert sorted(config["prototypes"]["names"]) == sorted(present)
@@ -156,6 +159,46 @@ def test_missing_tensor_is_reported(model_copy):
 def test_unknown_format_version(model_copy):
     edit_config(model_copy, lambda c: c.update(format_version=99))
     with pytest.raises(ArtifactError, match="format version 99"):
+        load_artifact(model_copy)
+
+
+def test_version_1_artifact_still_loads(model_copy, frame):
+    """An artifact from the first wave (format 1: no size input, no
+    per-class thresholds, normalisation written out) loads and answers as
+    the same artifact in format 2."""
+    image, gt = frame
+    now = load_artifact(model_copy).identifier.embed_boxes(image, gt[:4])
+
+    def as_v1(c):
+        c["format_version"] = 1
+        c["embedder"].pop("size_features")
+        c["identifier"]["crop"].pop("size_input")
+        c["identifier"].pop("class_thresholds")
+    edit_config(model_copy, as_v1)
+    old = load_artifact(model_copy)
+    assert old.identifier.cfg.class_thresholds == {} and not old.identifier.cfg.crop.size_input
+    np.testing.assert_array_equal(old.identifier.embed_boxes(image, gt[:4]), now)
+
+
+def test_class_thresholds_round_trip_and_apply(model_copy, frame):
+    """Per-class thresholds written to config.json come back, shift with the
+    global threshold, and decide unknown by the best class's own value."""
+    image, gt = frame
+    cascade = load_artifact(model_copy)
+    names = cascade.class_names
+    a = cascade.analyse_boxes(image, Detections(gt[:6], np.ones(6)))
+    best = a.similarity.argmax(1)
+    strict = {names[best[0]]: 1.5}  # no similarity reaches it
+    edit_config(model_copy, lambda c: c["identifier"].update(threshold=-1.0, class_thresholds=strict))
+    loaded = load_artifact(model_copy)
+    assert loaded.identifier.cfg.class_thresholds == strict
+    b = loaded.analyse_boxes(image, Detections(gt[:6], np.ones(6)))
+    np.testing.assert_allclose(b.thresholds(-1.0), [1.5 if n in strict else -1.0 for n in names])
+    species = [o.species for o in b.resolve(0.0, -1.0).objects]
+    assert species == [UNKNOWN if names[k] in strict else names[k] for k in best]
+    assert b.thresholds(-0.5)[names.index(names[best[0]])] == pytest.approx(2.0)  # the slider moves every threshold by the same amount
+    edit_config(model_copy, lambda c: c["identifier"].update(class_thresholds={"Not a species": 0.5}))
+    with pytest.raises(ArtifactError, match="class thresholds for species without a prototype: Not a species"):
         load_artifact(model_copy)
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from plankton import bench
 
-FRAMES = Path(__file__).parent / "data" / "frames"
+FRAMES = Path(__file__).resolve().parent.parent / "plankton_app" / "examples" / "frames"
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +70,15 @@ def test_frames_repeat_to_the_requested_count(small_frames):
 
 @pytest.mark.parametrize("prefetch", [0, 2])
 def test_decode_ahead_keeps_order_and_reports_bad_files(small_frames, tmp_path, prefetch):
-    from plankton.images import ImageError
+    from plankton.images import ImageError, read_image
 
     got = list(bench.decode_ahead(small_frames * 2, prefetch=prefetch))
     assert [p for p, _, _ in got] == small_frames * 2
     assert all(im.shape == (270, 480, 3) and im.dtype == np.uint8 and t >= 0 for _, im, t in got)
+    # each image is its own path's pixels (the two frames differ, so a mix-up shows)
+    assert not np.array_equal(read_image(small_frames[0]), read_image(small_frames[1]))
+    for p, im, _ in got:
+        np.testing.assert_array_equal(im, read_image(p))
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
     it = bench.decode_ahead([small_frames[0], bad, small_frames[1]], prefetch=prefetch)

@@ -1,12 +1,14 @@
 """The app in a real browser: headless Chromium driven by Playwright.
 
-Needs the Python package ``playwright`` and the Debian package
-``chromium`` (/usr/bin/chromium); never ``playwright install``.
+Needs the Python package ``playwright`` and a Chromium found on the PATH
+(Debian's ``chromium``, ``chromium-browser``, ``google-chrome``) or named by
+$PLANKTON_CHROMIUM; never ``playwright install``.
 Screenshots go to $PLANKTON_TEST_ARTIFACTS (default: tests/artifacts/).
 """
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -14,13 +16,16 @@ import pytest
 
 from app_utils import FRAMES, app_artifact, app_server
 
-CHROMIUM = "/usr/bin/chromium"
+pytestmark = [pytest.mark.browser, pytest.mark.app, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("PLANKTON_CHROMIUM") or next(
+    (found for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable") if (found := shutil.which(name))), "")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(os.environ.get("PLANKTON_TEST_ARTIFACTS") or Path(__file__).parent / "artifacts")
 
-if not Path(CHROMIUM).is_file():
-    pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)", allow_module_level=True)
+if not CHROMIUM or not Path(CHROMIUM).is_file():
+    pytest.skip("no Chromium on the PATH (apt-get install chromium, or set PLANKTON_CHROMIUM)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed (pip install playwright)")
 
 
@@ -130,3 +135,34 @@ def test_upload_slider_and_tabs(page, server):
     page.wait_for_function(f"() => document.querySelector('#embedding-plot .gtitle').textContent.includes('{len(scores)} uploaded objects')")
     time.sleep(0.5)
     _shot(page, "4_embeddings")
+
+
+def test_audit_page_renders_offline(frames_coco, tmp_path):
+    """training.audit's page from file://, with the network off: every plotly
+    figure draws and every crop loads, with no console error."""
+    from training.audit import main as audit_main
+    from training.audit_report import FIGURES
+
+    result = audit_main(["--coco", str(frames_coco.source), "--images", str(frames_coco.image_root),
+                         "--out", str(tmp_path), "--examples", "2"])
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_context(offline=True, viewport={"width": 1400, "height": 1000}).new_page()
+        errors, requests = [], []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto((tmp_path / "audit.html").as_uri())
+        page.wait_for_function(f"() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= {len(FIGURES)}")
+        # each figure drew its data, not just its axes
+        assert page.locator("#fig-species .barlayer .trace.bars").count() == 2  # boxes and frames
+        assert page.locator("#fig-sizes .boxlayer path.box").count() == result["totals"]["species_with_boxes"]
+        assert page.locator("#fig-objects .barlayer .point").count() == len(result["objects_per_frame"]["histogram"])
+        assert page.locator("#fig-cooccurrence .heatmaplayer image").count() == 1
+        widths = page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+        assert widths and all(w == 96 for w in widths), widths
+        page.screenshot(path=str(ARTIFACTS / "5_audit.png"), full_page=True)
+        browser.close()
+    assert not errors, f"console errors in the audit page: {errors}"
+    assert all(u.startswith(("file:", "data:")) for u in requests), f"the page fetched: {requests}"

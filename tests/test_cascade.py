@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from plankton.cascade import FrameAnalysis
+from plankton.cascade import Cascade, FrameAnalysis
 from plankton.identifier import Identifier, IdentifierConfig, to_tensor
 from plankton.results import UNKNOWN, Detections, FrameResult, ObjectResult
 
@@ -54,7 +54,7 @@ def test_batched_embedding_equals_one_by_one(tiny_cascade, gt_crops):
     np.testing.assert_allclose(batched, single, atol=1e-4)
     # A batch size that splits the crops unevenly gives the same embeddings.
     cfg = dataclasses.replace(ident.cfg, batch_size=3)
-    small_batches = Identifier(ident.model, ident.prototypes, cfg).embed_crops(gt_crops)
+    small_batches = Identifier(ident.model, cfg).embed_crops(gt_crops)  # no prototypes needed to embed
     np.testing.assert_allclose(batched, small_batches, atol=1e-4)
     # Embeddings depend on the crop (the model is not constant).
     assert np.abs(batched[0] - batched[1]).max() > 1e-3
@@ -75,22 +75,45 @@ def test_identifier_refuses_prototypes_of_another_dim(tiny_cascade):
 
     p = Prototypes(["a"], np.eye(1, 8, dtype=np.float32), np.eye(1, 8, dtype=np.float32)[None])
     with pytest.raises(ValueError, match="8-d"):
-        Identifier(tiny_cascade.identifier.model, p, tiny_cascade.identifier.cfg)
+        Identifier(tiny_cascade.identifier.model, tiny_cascade.identifier.cfg, p)
 
 
 def test_enrol_from_a_box(tiny_cascade, frame):
     image, gt = frame
     shared = tiny_cascade.identifier
-    ident = Identifier(shared.model, shared.prototypes, shared.cfg)  # never mutate the shared fixture
-    ident.enrol("new species", image, gt[:1])
-    assert ident.prototypes.names[-1] == "new species" and shared.prototypes.names[-1] != "new species"
-    result = ident.identify(ident.embed_boxes(image, gt[:1]), threshold=0.99)[0]
+    emb = shared.embed_boxes(image, gt[:1])
+    protos = shared.prototypes.enrol("new species", emb)
+    assert protos.names[-1] == "new species" and shared.prototypes.names[-1] != "new species"  # the shared model is unchanged
+    result = protos.match(emb, threshold=0.99)[0]
     assert result.species == "new species" and result.similarity == pytest.approx(1.0, abs=1e-4)
 
 
+def test_identifier_without_prototypes_embeds_but_does_not_identify(tiny_cascade, gt_crops):
+    shared = tiny_cascade.identifier
+    plain = Identifier(shared.model, shared.cfg)
+    np.testing.assert_allclose(plain.embed_crops(gt_crops[:3]), shared.embed_crops(gt_crops[:3]), atol=1e-6)
+    with pytest.raises(ValueError, match="no prototypes"):
+        plain.similarity(plain.embed_crops(gt_crops[:1]))
+    with pytest.raises(ValueError, match="needs an identifier with prototypes"):
+        Cascade(tiny_cascade.detector, plain)
+
+
 def test_identifier_config_round_trip(tiny_cascade):
-    cfg = tiny_cascade.identifier.cfg
-    assert IdentifierConfig.from_dict(cfg.to_dict()) == cfg
+    cfg = dataclasses.replace(tiny_cascade.identifier.cfg, class_thresholds={"Chlorella sp": 0.71})
+    assert IdentifierConfig.from_dict(cfg.to_dict(), "efficientnet_lite0") == cfg
+
+
+def test_identifier_config_takes_normalisation_from_the_registry():
+    """The backbone registry is the only source of mean and std: a config
+    without them gets the registry's, one that disagrees is refused."""
+    from plankton.crops import CropConfig
+    from plankton.embedder import BACKBONES
+
+    cfg = IdentifierConfig.for_backbone("resnet18", CropConfig(size=32))
+    assert (cfg.mean, cfg.std) == (BACKBONES["resnet18"].mean, BACKBONES["resnet18"].std) != ((0.5,) * 3, (0.5,) * 3)
+    assert IdentifierConfig.from_dict({"crop": {"size": 32}}, "resnet18") == cfg
+    with pytest.raises(ValueError, match="mean .* differs from what backbone 'resnet18' expects"):
+        IdentifierConfig.from_dict({"crop": {"size": 32}, "mean": [0.5, 0.5, 0.5]}, "resnet18")
 
 
 def test_analysis_shapes(tiny_cascade, analysis):
@@ -159,10 +182,13 @@ def test_counts_known_values():
 
 def test_topk_in_results(analysis):
     fr = analysis.resolve(analysis.det_floor, 0.0, topk=3)
-    for o in fr.objects[:10]:
+    assert len(fr.objects) == len(analysis.detections) >= 10  # at the floor every detection is an object, in order
+    for o, row in zip(fr.objects[:10], analysis.similarity):
         assert len(o.topk) == 3 and o.topk[0].species == o.species
-        sims = [c.similarity for c in o.topk]
-        assert sims == sorted(sims, reverse=True)
+        # the three most similar classes of this object's own similarity row, best first
+        best3 = np.argsort(-row)[:3]
+        assert [c.species for c in o.topk] == [analysis.names[j] for j in best3]
+        np.testing.assert_allclose([c.similarity for c in o.topk], row[best3], atol=1e-6)
 
 
 def test_predict_equals_analyse_then_resolve(fast, frame, analysis):
@@ -178,6 +204,7 @@ def test_predict_on_a_plain_grey_frame(fast):
     grey = np.full((1080, 1920, 3), 128, np.uint8)
     fr = fast.predict(grey, "grey.png", det_conf=0.01)
     assert isinstance(fr, FrameResult) and (fr.width, fr.height, fr.image) == (1920, 1080, "grey.png")
+    assert len(fr.objects) > 0, "the random detector finds boxes above 0.01 even on grey: the checks below must run"
     for o in fr.objects:
         assert isinstance(o, ObjectResult) and isinstance(o.species, str) and isinstance(o.similarity, float)
         assert 0 <= o.xyxy[0] <= o.xyxy[2] <= 1920 and 0 <= o.xyxy[1] <= o.xyxy[3] <= 1080
@@ -188,6 +215,7 @@ def test_predict_tiled_and_untiled(fast, frame, tile):
     image = np.ascontiguousarray(frame[0][::2, ::2])
     fr = fast.predict(image, "half.jpg", det_conf=0.01, tile=tile)
     assert (fr.width, fr.height) == (960, 540)
+    assert len(fr.objects) > 0, "objects above 0.01 on the half frame: the bounds below must run"
     for o in fr.objects:
         assert 0 <= o.xyxy[0] <= o.xyxy[2] <= 960 and 0 <= o.xyxy[1] <= o.xyxy[3] <= 540
 

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = REPO / "tests" / "data"
-FRAMES_COCO = DATA / "frames.coco.json"
-FRAMES = DATA / "frames"
+EXAMPLES = REPO / "plankton_app" / "examples"
+FRAMES_COCO = EXAMPLES / "frames.coco.json"
+FRAMES = EXAMPLES / "frames"
 FRAME_NAMES = sorted(p.name for p in FRAMES.glob("*.jpg"))
 TIMEOUT = 600
 MAX_PARALLEL = 3
@@ -93,7 +93,7 @@ def runs(tiny_artifact, tmp_path_factory):
                     "--out", out["predict"], *model, "--det-conf", "0.001", "--annotate"],
         "partial": ["predict", inputs / "good.png", inputs / "corrupt.jpg", tmp / "does-not-exist.jpg",
                     inputs / "big.jpg", "--out", out["partial"], *model, "--max-pixels", "500000", "--quiet"],
-        "classify": ["classify", FRAMES_COCO.relative_to(REPO), "--images", DATA.relative_to(REPO),
+        "classify": ["classify", FRAMES_COCO.relative_to(REPO), "--images", EXAMPLES.relative_to(REPO),
                      "--out", out["classify"], *model],
         "classify_broken": ["classify", inputs / "broken.coco.json", "--images", inputs,
                             "--out", out["classify_broken"], *model],

@@ -18,6 +18,8 @@ import pytest
 
 from hub_server import HubServer
 
+pytestmark = pytest.mark.slow
+
 TOKEN = "hf_TESTtokenNeverPrinted0123456789abcdef"
 REPO_ID = "plankton-lab/test-model"
 REPO = Path(__file__).resolve().parent.parent
@@ -60,7 +62,7 @@ def _decorate(folder: Path, *, version: str, metrics: bool = True, extras: bool 
     data, a plot and a table, and training details; then rewrite the manifest."""
     from PIL import Image
 
-    from plankton.artifact import read_config, write_manifest
+    from plankton.manifest import read_config, write_manifest
     from plankton.validation import FILE, ValidationSet
 
     config = read_config(folder, check_files=False)
@@ -110,7 +112,7 @@ def hub():
 @pytest.fixture(scope="module")
 def pushed(hub, artifact_v1, artifact_v2) -> dict:
     """v1 on main, tagged v1.0; v2 on branch dev, tagged v2.0."""
-    from hub.push import push_artifact
+    from plankton.publish import push_artifact
 
     v1 = push_artifact(artifact_v1, REPO_ID, tag="v1.0", token=TOKEN, endpoint=hub.url)
     v2 = push_artifact(artifact_v2, REPO_ID, revision="dev", tag="v2.0", token=TOKEN, endpoint=hub.url)
@@ -127,7 +129,7 @@ def no_faults(request):
 
 
 def _hashes(folder: Path) -> dict:
-    from plankton.artifact import sha256
+    from plankton.files import sha256
 
     return {p.relative_to(folder).as_posix(): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")}
 
@@ -149,7 +151,7 @@ def _resolve(hub_url, revision, cache, **kw):
 
 # -- push ----------------------------------------------------------------------
 def test_push_is_one_commit_with_every_file_and_lfs_for_large_files(hub, pushed, artifact_v1):
-    from plankton.artifact import sha256
+    from plankton.files import sha256
 
     repo = hub.repos[REPO_ID]
     sha = pushed["v1"]["commit_sha"]
@@ -173,7 +175,7 @@ def test_push_is_one_commit_with_every_file_and_lfs_for_large_files(hub, pushed,
 
 
 def test_push_replaces_stale_files_and_refuses_existing_tag(hub, artifact_v1, artifact_v2, tmp_path):
-    from hub.push import PushError, push_artifact
+    from plankton.publish import PushError, push_artifact
 
     repo_id = "plankton-lab/stale"
     push_artifact(artifact_v1, repo_id, endpoint=hub.url)
@@ -187,7 +189,7 @@ def test_push_replaces_stale_files_and_refuses_existing_tag(hub, artifact_v1, ar
 
 
 def test_push_refuses_a_corrupt_artifact_before_any_request(hub, artifact_v1, tmp_path):
-    from hub.push import PushError, push_artifact
+    from plankton.publish import PushError, push_artifact
 
     bad = Path(shutil.copytree(artifact_v1, tmp_path / "bad"))
     data = bytearray((bad / "prototypes.safetensors").read_bytes())
@@ -197,7 +199,7 @@ def test_push_refuses_a_corrupt_artifact_before_any_request(hub, artifact_v1, tm
     with pytest.raises(PushError, match="prototypes.safetensors does not match its checksum"):
         push_artifact(bad, "plankton-lab/never", endpoint=hub.url)
     (bad / "notes.pt").write_bytes(b"\x80pickle")
-    from plankton.artifact import write_manifest
+    from plankton.manifest import write_manifest
 
     write_manifest(bad)
     with pytest.raises(PushError, match="notes.pt"):
@@ -206,7 +208,7 @@ def test_push_refuses_a_corrupt_artifact_before_any_request(hub, artifact_v1, tm
 
 
 def test_private_repo_needs_the_token_to_pull(hub, artifact_v2, tmp_path, monkeypatch):
-    from hub.push import push_artifact
+    from plankton.publish import push_artifact
 
     result = push_artifact(artifact_v2, "plankton-lab/private", private=True, endpoint=hub.url)
     assert hub.repos["plankton-lab/private"].private
@@ -224,14 +226,15 @@ def test_private_repo_needs_the_token_to_pull(hub, artifact_v2, tmp_path, monkey
 def test_card_has_valid_hub_metadata_and_a_human_summary(hub, pushed, artifact_v1, tmp_path):
     from huggingface_hub import ModelCard, hf_hub_download
 
-    from hub.card import build_card, front_matter
-    from plankton.artifact import read_config
+    from plankton.card import build_card
+    from plankton.manifest import read_config
 
-    text = Path(hf_hub_download(REPO_ID, "README.md", revision="v1.0", cache_dir=tmp_path, endpoint=hub.url)).read_text()
-    meta = front_matter(text)
+    path = hf_hub_download(REPO_ID, "README.md", revision="v1.0", cache_dir=tmp_path, endpoint=hub.url)
+    card = ModelCard.load(path)  # huggingface_hub's own loader and parser, model-index included
+    text = card.content
+    meta = card.data.to_dict()
     assert meta["library_name"] == "plankton" and meta["pipeline_tag"] == "object-detection" and meta["license"] == "apache-2.0"
     assert "plankton" in meta["tags"]
-    card = ModelCard(text)  # huggingface_hub's own parser, model-index included
     results = {(r.task_type, r.metric_type): r.metric_value for r in card.data.eval_results}
     assert results[("object-detection", "ap50")] == 0.61 and results[("object-detection", "species_ap50")] == 0.44
     assert results[("image-classification", "top1")] == 0.83 and results[("image-classification", "f1_macro")] == 0.71
@@ -244,9 +247,9 @@ def test_card_has_valid_hub_metadata_and_a_human_summary(hub, pushed, artifact_v
     assert f"| {config['prototypes']['names'][0]} | 0.9 | 0.8 | 0.85 | 10 |" in body  # the per-species table
     # without metrics.json the card says so, and its YAML is still valid
     bare = build_card(config | {"training": None}, None, repo_id=REPO_ID)
-    meta = front_matter(bare)
-    assert "model-index" not in meta and "Not measured" in bare and "Not recorded" in bare
-    assert ModelCard(bare).data.library_name == "plankton"
+    assert "model-index" not in bare.data.to_dict() and not bare.data.eval_results
+    assert "Not measured" in bare.content and "Not recorded" in bare.content
+    assert ModelCard(str(bare)).data.library_name == "plankton"
 
 
 # -- pull ----------------------------------------------------------------------
@@ -351,7 +354,7 @@ def test_tampered_cache_is_refused_and_fetched_again(hub, pushed, tmp_path):
     resolved, _ = _resolve(hub.url, sha, tmp_path)
     assert resolved.source == "hub" and resolved.path == first.path
     assert any("cached copy" in p and "prototypes.safetensors does not match" in p for p in resolved.problems)
-    from plankton.artifact import read_config
+    from plankton.manifest import read_config
 
     read_config(resolved.path, check_files=True)  # the fresh copy is good
 
@@ -372,13 +375,13 @@ def test_repo_missing_a_file_gets_an_error_naming_it(hub, pushed, tmp_path):
 
 
 def test_no_repo_means_the_bundled_model_and_env_configures_it(hub, pushed, tmp_path, monkeypatch):
-    from plankton.artifact import DEFAULT_MODEL_DIR
+    from plankton.manifest import DEFAULT_MODEL_DIR
     from plankton.hub import resolve_model, resolve_model_from_env
 
     plain = resolve_model()
     assert (plain.source, plain.path, plain.description) == ("bundled", DEFAULT_MODEL_DIR, "bundled default")
     monkeypatch.setenv("PLANKTON_MODEL_DIR", str(tmp_path))
-    assert resolve_model_from_env().description == f"from PLANKTON_MODEL_DIR ({tmp_path})"  # as plankton.service words it
+    assert resolve_model_from_env().description == f"from PLANKTON_MODEL_DIR ({tmp_path})"  # as the app and the CLI word it
     monkeypatch.delenv("PLANKTON_MODEL_DIR")
     monkeypatch.setenv("PLANKTON_MODEL_REPO", REPO_ID)
     monkeypatch.setenv("PLANKTON_MODEL_REVISION", "v2.0")
@@ -390,8 +393,8 @@ def test_no_repo_means_the_bundled_model_and_env_configures_it(hub, pushed, tmp_
 
 
 def test_load_resolved_falls_back_when_a_verified_copy_does_not_load(hub, artifact_v2, tmp_path, monkeypatch):
-    from hub.push import push_artifact
-    from plankton.artifact import read_config, write_manifest
+    from plankton.publish import push_artifact
+    from plankton.manifest import read_config, write_manifest
     from plankton.hub import load_resolved
 
     broken = Path(shutil.copytree(artifact_v2, tmp_path / "broken"))
@@ -410,7 +413,7 @@ def test_load_resolved_falls_back_when_a_verified_copy_does_not_load(hub, artifa
 def test_token_is_never_printed_or_logged(hub, artifact_v2, tmp_path, capfd, caplog):
     from huggingface_hub.utils import logging as hf_logging
 
-    from hub.push import push_artifact
+    from plankton.publish import push_artifact
     from plankton.hub import resolve_model
 
     level = hf_logging.get_verbosity()
@@ -468,7 +471,7 @@ def test_training_script_push_then_app_start_pull(hub, tiny_artifact, tmp_path, 
     app's start-up resolution (PLANKTON_MODEL_REPO/REVISION) pulls the same
     bytes and loads them."""
     from conftest import FRAMES_COCO
-    from plankton.service import Service, resolve_model
+    from plankton_app.service import Service
     from training import evaluate, prepare
 
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
@@ -479,8 +482,9 @@ def test_training_script_push_then_app_start_pull(hub, tiny_artifact, tmp_path, 
                    "--push-to-hub", "plankton-lab/trained", "--hub-revision", "trained", "--hub-tag", "v0.1"])
     monkeypatch.setenv("PLANKTON_MODEL_REPO", "plankton-lab/trained")
     monkeypatch.setenv("PLANKTON_MODEL_REVISION", "v0.1")
-    folder, description = resolve_model()  # app.py's start-up resolution
-    assert description.startswith("Hub plankton-lab/trained@")
+    service = Service.load()  # app.py's start-up resolution
+    folder = service.folder
+    assert service.description.startswith("Hub plankton-lab/trained@")
     assert _hashes(folder) == {k: v for k, v in _hashes(model).items() if k in _hashes(folder)}
     assert {"metrics.json", "validation.safetensors", "config.json"} <= set(_hashes(folder))
-    assert Service.load(folder, description).config["name"] == "random-test-model"
+    assert service.config["name"] == "random-test-model"

@@ -19,6 +19,8 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 from app_utils import FRAMES, app_artifact, app_server  # noqa: E402
 
+pytestmark = [pytest.mark.load, pytest.mark.app, pytest.mark.slow]
+
 CLIENTS = 8
 TOTAL = int(os.environ.get("PLANKTON_LOAD_REQUESTS", 200))
 FIRST = 20
@@ -52,8 +54,9 @@ def _rss_mb() -> float:
 
 
 def test_many_clients(server):
-    import app
     from gradio.utils import get_upload_folder
+
+    from plankton_app import downloads as app_downloads
 
     service = server.service
     floor = service.det_floor
@@ -98,7 +101,7 @@ def test_many_clients(server):
 
     per_client = TOTAL // CLIENTS
     plan = [(c, i) for i in range(per_client) for c in range(CLIENTS)]  # round by round
-    uploads, downloads = Path(get_upload_folder()), app.DOWNLOADS
+    uploads, downloads = Path(get_upload_folder()), app_downloads.ROOT
     t0 = time.perf_counter()
     batch(plan[:FIRST])
     rss_20, uploads_20, downloads_20 = _rss_mb(), _files(uploads), _files(downloads)
@@ -123,15 +126,15 @@ def test_many_clients(server):
 
 
 def test_old_downloads_are_pruned(server):
-    import app
+    from plankton_app import downloads
 
-    old = app.DOWNLOADS / "0000-old-test-download"
+    old = downloads.ROOT / "0000-old-test-download"
     old.mkdir(parents=True, exist_ok=True)
     (old / "plankton_detections.csv").write_text("x\n")
     past = time.time() - 4 * 3600
     os.utime(old, (past, past))
     client = Client(server.url, verbose=False, download_files=False)
     client.predict([handle_file(str(FRAMES[0]))], server.service.det_floor, 0.0, api_name="/identify")
-    app._last_prune[0] = 0.0  # pruning runs at most every 10 minutes; let the next call do it
+    downloads._last_prune[0] = 0.0  # pruning runs at most every 10 minutes; let the next call do it
     client.predict(server.service.det_floor, 0.0, api_name="/ui_refilter")
     assert not old.exists()

@@ -83,4 +83,14 @@ def test_coverage_falls_as_threshold_rises():
     coverage = [r["coverage"] for r in rows]
     assert all(b <= a for a, b in zip(coverage, coverage[1:]))
     assert coverage[0] == 1.0 and coverage[-1] < 0.05
-    assert all(0 <= r["accuracy"] <= 1 for r in rows if not math.isnan(r["accuracy"]))
+    # Each row against a direct computation: named = best similarity >= threshold,
+    # accuracy = share of the named whose best class is the true one.
+    best_name = np.array([f"s{i}" for i in range(5)], dtype=object)[sim.argmax(1)]
+    for r in rows:
+        named = sim.max(1) >= np.float32(r["threshold"])
+        assert r["coverage"] == pytest.approx(named.mean()), r["threshold"]
+        if named.any():
+            assert r["accuracy"] == pytest.approx(np.mean(best_name[named] == true[named])), r["threshold"]
+        else:
+            assert math.isnan(r["accuracy"])
+    assert sum(not math.isnan(r["accuracy"]) for r in rows) >= 30  # most rows have named objects to score

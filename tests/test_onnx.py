@@ -13,7 +13,8 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from plankton.artifact import ArtifactError, load_artifact, read_config, write_manifest  # noqa: E402
+from plankton.artifact import load_artifact  # noqa: E402
+from plankton.manifest import ArtifactError, read_config, write_manifest  # noqa: E402
 from plankton.onnx import DETECTOR_ONNX, EMBEDDER_ONNX, OrtDetectionModel, OrtEmbeddingModel, session_options  # noqa: E402
 
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import DATA, REPO
+from conftest import EXAMPLES, REPO
+
+pytestmark = pytest.mark.slow
 
 N_FRAMES = 10
 
@@ -23,7 +25,7 @@ N_FRAMES = 10
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("frames")
-    frames = sorted((DATA / "frames").glob("*.jpg"))
+    frames = sorted((EXAMPLES / "frames").glob("*.jpg"))
     for i in range(N_FRAMES):
         Image.open(frames[i % len(frames)]).convert("RGB").rotate(90 * (i // len(frames))).resize((640, 360)).save(out / f"f{i:02d}.jpg")
     return out

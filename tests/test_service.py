@@ -1,4 +1,4 @@
-"""plankton.service: the app's logic without Gradio."""
+"""plankton_app: the app's logic without Gradio (service, sessions, uploads, rendering)."""
 from __future__ import annotations
 
 import io
@@ -11,21 +11,17 @@ import pytest
 
 from app_utils import FRAMES, NOVEL, app_artifact
 from plankton.results import UNKNOWN, Detections
-from plankton.service import (
-    InputError,
-    Service,
-    Session,
-    counts_html,
-    iter_sources,
-    parse_ids,
-    resolve_model,
-    synthetic_session,
-)
+from plankton_app import plots, render
+from plankton_app.bench import synthetic_session
+from plankton_app.render import counts_html
+from plankton_app.service import Service
+from plankton_app.session import Session, parse_ids
+from plankton_app.uploads import InputError, iter_sources
 
 
 @pytest.fixture(scope="module")
 def service(tiny_artifact):
-    return Service.load(app_artifact(tiny_artifact), "test model")
+    return Service.load(app_artifact(tiny_artifact))
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +51,15 @@ def _zip(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
-def test_resolve_model_prefers_the_environment(monkeypatch, tmp_path):
-    from plankton.artifact import DEFAULT_MODEL_DIR
-
-    monkeypatch.delenv("PLANKTON_MODEL_DIR", raising=False)
-    assert resolve_model() == (DEFAULT_MODEL_DIR, "bundled default")
-    monkeypatch.setenv("PLANKTON_MODEL_DIR", str(tmp_path))
-    folder, description = resolve_model()
-    assert folder == tmp_path and "PLANKTON_MODEL_DIR" in description
+def test_load_prefers_the_environment(monkeypatch, tiny_artifact):
+    """Without a folder, Service.load resolves the model as the CLI does:
+    $PLANKTON_MODEL_DIR before the bundled model, and says so."""
+    folder = app_artifact(tiny_artifact)
+    monkeypatch.delenv("PLANKTON_MODEL_REPO", raising=False)
+    monkeypatch.setenv("PLANKTON_MODEL_DIR", str(folder))
+    service = Service.load()
+    assert service.folder == folder and service.description == f"from PLANKTON_MODEL_DIR ({folder})"
+    assert Service.load(folder).description == f"--model {folder}"
 
 
 def test_analyse_caches_by_content(service, session):
@@ -96,11 +93,11 @@ def test_refilter_matches_resolve_and_keeps_ids(service, session):
 def test_view_outputs(service, synthetic):
     view = service.refilter(synthetic, service.det_floor, 0.0)
     assert view.n_objects == 20
-    images = service.annotated(synthetic, view)
+    images = render.annotated(synthetic, view)
     assert len(images) == 1 and images[0][0].size[0] <= 1280 and "20 objects" in images[0][1]
-    rows, total = service.table(synthetic, view)
+    rows, total = render.table(synthetic, view)
     assert total == 20 and len(rows) == 20 and rows[0][2].startswith("<img") and len(rows[0]) == 7
-    rows, total = service.table(synthetic, view, limit=5)
+    rows, total = render.table(synthetic, view, limit=5)
     assert len(rows) == 5 and total == 20
     assert sum(view.counts.values()) == 20
     html = counts_html(view)
@@ -132,7 +129,7 @@ def test_enrol_applies_to_the_session_only(service, synthetic):
     assert "Noctiluca sp" in {c["name"] for c in service.coco(view, new)["categories"]}
     rows = service.per_class(0.0, new)
     assert rows and new.val_similarity.shape[1] == len(before) + 1
-    fig = service.embedding_figure(new, view)
+    fig = plots.embedding_figure(service.validation, new, view)
     assert "Noctiluca sp" in fig.data[-2].text  # the prototypes trace includes it
     # a later upload in the same session keeps the enrolled species
     later = service.analyse([FRAMES[0]], previous=new)
@@ -159,7 +156,7 @@ def test_parse_ids():
 def test_model_info_and_metrics(service):
     info = service.model_info()
     json.dumps(info)
-    assert info["name"] == "random-test-model" and info["source"] == "test model"
+    assert info["name"] == "random-test-model" and info["source"].startswith("--model ") and info["runtime"] in ("torch", "onnx")
     assert info["training"]["epochs"] == 1 and info["versions"]["plankton"]
     assert info["has_validation"] and info["metrics"]["detection"]["mAP50"] == 0.61
     loose, strict = service.per_class(0.0), service.per_class(0.95)
@@ -169,36 +166,54 @@ def test_model_info_and_metrics(service):
     assert recall[NOVEL] == 0.0 and max(recall.values()) > 0.5
     assert sum(r["recall"] for r in strict) < sum(r["recall"] for r in loose)  # a stricter threshold costs recall
     assert service.coverage(0.0)["coverage"] == 1.0 and service.coverage(1.01)["coverage"] == 0.0
-    assert service.confusion is not None and service.confusion.name == "confusion.png"
+
+
+def test_confusion_heatmap_and_top_confusions(service):
+    """The Model tab's confusion matrix counts the stored validation answers
+    exactly (hover text included), and its table lists the mistakes most
+    frequent first."""
+    from collections import Counter
+
+    true, pred = service.validation_answers(0.0)
+    fig = plots.confusion_figure(true, pred)
+    heat = fig.data[0]
+    cell = Counter(zip(true.tolist(), pred.tolist()))
+    for i, t in enumerate(heat.y):
+        for j, p in enumerate(heat.x):
+            assert f"count: {cell.get((t, p), 0)}" in heat.text[i][j]
+    top = plots.top_confusions(true, pred)
+    wrong = sorted((c for (t, p), c in cell.items() if t != p), reverse=True)
+    assert [r["count"] for r in top] == wrong[: len(top)] and all(r["true"] != r["predicted"] for r in top)
+    assert any(r["true"] == NOVEL for r in top)  # a species without a prototype is always answered wrongly
 
 
 def test_embedding_figure_places_the_upload(service, session):
     view = service.refilter(session, service.det_floor, 0.0)
-    fig = service.embedding_figure(session, view)
+    fig = plots.embedding_figure(service.validation, session, view)
     names = [t.name for t in fig.data]
     assert names[-2:] == ["prototypes", "this upload"] and NOVEL in names
     upload = fig.data[-1]
     assert len(upload.x) == view.n_objects and "similarity" in upload.text[0]
-    assert service.embedding_figure() is not None  # without an upload: the validation map alone
+    assert plots.embedding_figure(service.validation) is not None  # without an upload: the validation map alone
 
 
 def test_model_without_optional_files(tiny_cascade):
     plain = Service(tiny_cascade, "plain")
-    assert plain.validation is None and plain.metrics is None and plain.confusion is None
-    assert plain.per_class(0.5) == [] and plain.coverage(0.5) is None and plain.embedding_figure() is None
+    assert plain.validation is None and plain.metrics is None and plain.reliability is None
+    assert plain.per_class(0.5) == [] and plain.coverage(0.5) is None and plots.embedding_figure(plain.validation) is None
     assert plain.model_info()["has_validation"] is False
 
 
 def test_no_detections_is_not_an_error(service):
     from plankton.cascade import FrameAnalysis
-    from plankton.service import Computed, Frame
+    from plankton_app.session import Computed, Frame
 
     empty = FrameAnalysis("", 64, 48, Detections.empty(), np.zeros((0, 512), np.float32), np.zeros((0, len(service.class_names)), np.float32),
                           list(service.class_names), service.det_floor)
     s = Session([Frame("blank.png", Computed(empty, np.zeros((48, 64, 3), np.uint8), 1.0, []))])
     view = service.refilter(s)
-    assert view.n_objects == 0 and service.table(s, view) == ([], 0)
-    assert "0 objects" in service.annotated(s, view)[0][1]
+    assert view.n_objects == 0 and render.table(s, view) == ([], 0)
+    assert "0 objects" in render.annotated(s, view)[0][1]
 
 
 # ---- untrusted input
@@ -240,7 +255,7 @@ def test_zip_members_are_read_safely(tmp_path):
 
 
 def test_zip_limits_and_failures(service, tmp_path, monkeypatch):
-    import plankton.service as svc
+    import plankton_app.uploads as svc
 
     empty = _zip(tmp_path / "empty.zip", {})
     with pytest.raises(InputError, match="empty.zip: no image files inside"):
@@ -267,7 +282,7 @@ def test_zip_limits_and_failures(service, tmp_path, monkeypatch):
 
 
 def test_pixel_and_frame_caps(service, tmp_path, monkeypatch):
-    import plankton.service as svc
+    import plankton_app.service as svc
 
     monkeypatch.setattr(svc, "MAX_PIXELS", 1000)
     with pytest.raises(InputError, match="exceeds the limit of 1000"):
@@ -281,8 +296,8 @@ def test_pixel_and_frame_caps(service, tmp_path, monkeypatch):
 
 def test_benchmark_function_runs(service):
     """The slider benchmark works (timing is reported, not asserted: see
-    ``python -m plankton.service --benchmark``)."""
-    from plankton.service import benchmark_refilter
+    ``python -m plankton_app.bench``)."""
+    from plankton_app.bench import benchmark_refilter
 
     out = benchmark_refilter(service, np.full((540, 960, 3), 200, np.uint8), n_objects=20, repeats=3)
     assert out["objects"] == 20 and out["total"]["median_ms"] > 0

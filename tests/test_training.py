@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from conftest import FRAMES_COCO
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -21,19 +24,31 @@ def prepared(tmp_path_factory):
 
 def test_prepare_splits_by_frame(prepared):
     out, summary = prepared
+    source = json.loads(FRAMES_COCO.read_text())  # the raw annotations, read without plankton.data
     split = json.loads((out / "split.json").read_text())
     assert not set(split["train_ids"]) & set(split["val_ids"])
-    assert summary["train_frames"] + summary["val_frames"] == 3
+    assert set(split["train_ids"]) | set(split["val_ids"]) == {im["id"] for im in source["images"]}
+    assert (summary["train_frames"], summary["val_frames"]) == (len(split["train_ids"]), len(split["val_ids"]))
+    assert summary["val_frames"] >= 1 and summary["train_frames"] >= 1
     crops = json.loads((out / "crops.json").read_text())["crops"]
-    assert len(crops) == 38
-    by_split = {(c["image_id"], c["split"]) for c in crops}
-    assert len({i for i, _ in by_split}) == len(by_split), "a frame's crops landed in two splits"
-    labels = list((out / "detector" / "labels" / "train").glob("*.txt"))
+    assert sorted(c["ann_id"] for c in crops) == sorted(a["id"] for a in source["annotations"])  # one crop per box
+    for c in crops:  # each crop in its frame's split
+        assert c["split"] == ("val" if c["image_id"] in split["val_ids"] else "train"), c
+    labels = sorted((out / "detector" / "labels" / "train").glob("*.txt"))
     assert len(labels) == summary["train_frames"]
-    for line in labels[0].read_text().split("\n"):
-        if line:
-            cls, *xywh = line.split()
-            assert cls == "0" and all(0 <= float(v) <= 1 for v in xywh)
+    # YOLO labels: "0 cx cy w h" normalised to the frame, computed here from the COCO xywh boxes
+    size = {im["id"]: (im["width"], im["height"]) for im in source["images"]}
+    for path in labels:
+        image_id = int(path.name[:6])  # files are named <id:06d>_<original stem>
+        assert image_id in split["train_ids"]
+        W, H = size[image_id]
+        expected = sorted(((x + w / 2) / W, (y + h / 2) / H, w / W, h / H)
+                          for a in source["annotations"] if a["image_id"] == image_id for x, y, w, h in [a["bbox"]])
+        lines = [line.split() for line in path.read_text().splitlines() if line]
+        assert lines and all(cls == "0" for cls, *_ in lines)
+        got = sorted(tuple(float(v) for v in xywh) for _, *xywh in lines)
+        assert len(got) == len(expected), path.name
+        np.testing.assert_allclose(got, expected, atol=2e-3)  # 2e-3 of the frame: boxes clipped to it within tolerance
 
 
 def test_prepare_tiles(tmp_path):
@@ -64,7 +79,7 @@ def test_train_scripts_write_weights_and_history(trained):
     assert det["epochs_done"] == 1 and "ap50" in det["learning_curve"][0]
     assert (work / "emb" / "embedder.safetensors").exists()
     assert [h["epoch"] for h in emb["history"]] == [1, 2]
-    assert 0 <= emb["best_val_f1_macro"] <= 1
+    assert emb["best_val_f1_macro"] == max(h["val_f1_macro"] for h in emb["history"])
 
 
 def test_train_embedder_resumes(trained):
@@ -77,7 +92,8 @@ def test_train_embedder_resumes(trained):
 
 
 def test_build_and_evaluate_artifact(trained, tmp_path):
-    from plankton.artifact import load_artifact, read_config
+    from plankton.artifact import load_artifact
+    from plankton.manifest import read_config
     from training import build_prototypes, evaluate
 
     out, work, _, _ = trained
@@ -86,10 +102,27 @@ def test_build_and_evaluate_artifact(trained, tmp_path):
     cfg = read_config(model, check_files=False)["training"]["detector"]
     assert [r["epoch"] for r in cfg["learning_curve"]] == [1] and cfg["epochs_done"] == 1 and len(cfg["stages"]) == 1
     metrics = evaluate.main(["--model", str(model), "--data", str(out), "--no-umap", "--det-floor", "0.01", "--e2e-floor", "0.05"])
-    for key in ("ap50", "ap50_95", "precision", "recall"):
-        assert 0 <= metrics["detection"][key] <= 1
+    # Detection: the counts behind precision and recall, the objects counted from the raw annotations
+    source = json.loads(FRAMES_COCO.read_text())
+    val_ids = json.loads((out / "split.json").read_text())["val_ids"]
+    det = metrics["detection"]
+    assert det["objects"] == sum(a["image_id"] in val_ids for a in source["annotations"]) > 0
+    assert 0 <= det["true_positives"] <= min(det["detections"], det["objects"])
+    assert det["recall"] == pytest.approx(det["true_positives"] / det["objects"])
+    assert det["precision"] == (pytest.approx(det["true_positives"] / det["detections"]) if det["detections"] else 0.0)
+    assert det["ap50_95"] <= det["ap50"]  # AP over IoU 0.5:0.95 cannot beat AP at IoU 0.5 (coco_ap itself: test_coco_ap_by_hand)
+    # Identification: top-1 and top-5 recomputed here from the stored validation similarities
+    from plankton.validation import ValidationSet
+
     ident = metrics["identification"]
-    assert 0 <= ident["top1"] <= ident["top5"] <= 1
+    vs = ValidationSet.load(model / "validation.safetensors")
+    true = np.asarray(vs.true_names, dtype=object)
+    assert len(true) == det["objects"] and vs.similarity.shape == (len(true), len(vs.class_names))
+    known = np.isin(true, vs.class_names)
+    assert ident["objects"] == int(known.sum()) > 0
+    ranked = np.asarray(vs.class_names, dtype=object)[np.argsort(-vs.similarity[known], axis=1)]
+    assert ident["top1"] == pytest.approx(np.mean(ranked[:, 0] == true[known]))
+    assert ident["top5"] == pytest.approx(np.mean([t in row[:5] for t, row in zip(true[known], ranked)]))
     assert ident["per_class"][-1]["species"] == "weighted avg"
     cfg = read_config(model)  # checksums of everything evaluate added
     for name in ("metrics.json", "validation.safetensors", "confusion.png", "reliability.png", "per_class.csv"):
@@ -128,7 +161,7 @@ def test_gpu_bench_runs_on_the_cpu_too(tiny_artifact, tmp_path):
 def test_build_prototypes_joins_the_detector_stages(trained, tmp_path):
     """A detector continued with --init: the stages' learning curves are
     joined with running epoch numbers, and each stage keeps its hardware."""
-    from plankton.artifact import read_config
+    from plankton.manifest import read_config
     from training import build_prototypes
 
     out, work, _, _ = trained
@@ -208,6 +241,42 @@ def test_identification_metrics_by_hand():
     assert [(r["species"], r["unknown_rate"]) for r in m["open_set"]["per_species"]] == [("a", 1.0), ("b", 0.5)]
 
 
+def test_coco_ap_by_hand():
+    """training.detection_metrics.coco_ap (pycocotools) on cases whose AP is known."""
+    from training.detection_metrics import coco_ap
+
+    gt = {1: (np.array([[0, 0, 10, 10]], np.float32), ["a"])}
+    same = {1: (np.array([[0, 0, 10, 10]], np.float32), np.array([0.9]), ["a"])}
+    assert coco_ap(gt, same) == pytest.approx({"ap50": 1.0, "ap50_95": 1.0})
+    # IoU 0.62 (a 10×6.2 box inside the 10×10 one): a hit at IoU thresholds 0.50, 0.55, 0.60 of ten
+    shifted = {1: (np.array([[0, 0, 10, 6.2]], np.float32), np.array([0.9]), ["a"])}
+    assert coco_ap(gt, shifted) == pytest.approx({"ap50": 1.0, "ap50_95": 0.3})
+    # two objects; a false positive scored above both hits: precision 1/2 at recall 1/2,
+    # 2/3 at recall 1, so the interpolated precision is 2/3 at every recall
+    gt2 = {1: (np.array([[0, 0, 10, 10], [20, 0, 30, 10]], np.float32), ["a", "a"])}
+    fp_first = {1: (np.array([[50, 50, 60, 60], [0, 0, 10, 10], [20, 0, 30, 10]], np.float32), np.array([0.9, 0.8, 0.7]), ["a"] * 3)}
+    assert coco_ap(gt2, fp_first)["ap50"] == pytest.approx(2 / 3)
+    # averaged over the classes with ground truth: a perfect (1) and b never found (0);
+    # a detection of class c, which has no ground truth, is ignored
+    gt_ab = {1: (np.array([[0, 0, 10, 10], [20, 0, 30, 10]], np.float32), ["a", "b"])}
+    dets = {1: (np.array([[0, 0, 10, 10], [40, 40, 50, 50]], np.float32), np.array([0.9, 0.8]), ["a", "c"])}
+    assert coco_ap(gt_ab, dets) == pytest.approx({"ap50": 0.5, "ap50_95": 0.5})
+    assert coco_ap(gt, {1: (np.zeros((0, 4), np.float32), np.zeros(0), [])}) == {"ap50": 0.0, "ap50_95": 0.0}
+
+
+def test_precision_recall_by_hand():
+    from training.detection_metrics import precision_recall
+
+    gt = {1: np.array([[0, 0, 10, 10], [20, 0, 30, 10]], np.float32), 2: np.array([[0, 0, 10, 10]], np.float32), 3: np.zeros((0, 4), np.float32)}
+    dets = {1: np.array([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]], np.float32),  # a hit, a duplicate of it (not a second hit), a miss
+            3: np.array([[0, 0, 5, 5]], np.float32)}  # a detection on a frame without objects; frame 2: nothing found
+    assert precision_recall(gt, dets) == pytest.approx({"precision": 1 / 4, "recall": 1 / 3, "true_positives": 1, "detections": 4, "objects": 3})
+    # a 10×6 box inside a 10×10 one has IoU 0.6: a hit at IoU 0.5, not at 0.7
+    one = {1: np.array([[0, 0, 10, 10]], np.float32)}
+    inner = {1: np.array([[0, 0, 10, 6]], np.float32)}
+    assert precision_recall(one, inner)["true_positives"] == 1 and precision_recall(one, inner, iou=0.7)["true_positives"] == 0
+
+
 def test_portable_split_keeps_no_local_paths():
     from training.build_prototypes import portable_split
 
@@ -216,3 +285,126 @@ def test_portable_split_keeps_no_local_paths():
         "image_root": "/home/me/studycase", "win": "C:\\data\\x.json", "annotations_sha256": "ab" * 32, "seed": 0}}
     meta = portable_split(split)["meta"]
     assert meta == {"annotations_sha256": "ab" * 32, "seed": 0, "annotations_file": "annotations.coco.json"}
+
+
+# ---- issue 11: size-aware embedder, per-class thresholds, prototypes from every frame
+
+
+@pytest.fixture(scope="module")
+def size_aware(prepared, tmp_path_factory):
+    from training import train_embedder
+
+    out, _ = prepared
+    work = tmp_path_factory.mktemp("size")
+    info = train_embedder.main(["--crops", str(out / "crops.json"), "--out", str(work / "emb"), "--backbone", "resnet18", "--pretrained", "",
+                                "--size", "48", "--min-side", "40", "--size-input", "--epochs", "1", "--batch", "8", "--workers", "0", "--device", "cpu"])
+    return out, work, info
+
+
+def test_scale_aware_crops_are_the_same_in_training_and_inference(size_aware, tiny_artifact):
+    """The training set's crops and size features (without augmentation)
+    are exactly what the Identifier computes at inference, from the same
+    CropConfig that the embedder's record and the artifact carry."""
+    import numpy as np
+    import torch
+
+    from plankton.crops import CropConfig, size_features
+    from plankton.embedder import EmbeddingNet
+    from plankton.identifier import Identifier, IdentifierConfig, to_tensor
+    from plankton.images import read_image
+    from training.crops_data import CropDataset, FrameCache, load_index
+
+    out, work, info = size_aware
+    crop = CropConfig(**info["crop"])
+    assert crop.size_input and crop.min_side == 40 and info["size_features"] == 2
+    records, _, _ = load_index(out / "crops.json", "val", info["names"])
+    cfg = IdentifierConfig.for_backbone("resnet18", crop)
+    ds = CropDataset(records, FrameCache([r["file"] for r in records]), crop, cfg.mean, cfg.std, train=False)
+    ident = Identifier(EmbeddingNet("resnet18", 512, size_features=2).eval(), cfg)
+    image = read_image(records[0]["file"])
+    same = [r for r in records if r["file"] == records[0]["file"]]
+    boxes = np.array([r["xyxy"] for r in same], np.float32)
+    crops = ident.crops(image, boxes)
+    for i, r in enumerate(same):
+        x, sizes, label = ds[records.index(r)]
+        torch.testing.assert_close(x, to_tensor(crops[i : i + 1], cfg.mean, cfg.std)[0])
+        np.testing.assert_array_equal(sizes.numpy(), size_features(boxes[i : i + 1])[0])
+    # A 10-px and a 30-px object are cut from the same 60-px window (min_side 40, context 0.25), so the
+    # smaller one looks smaller; an 80-px object gets its own, larger window, and its size as an input.
+    from plankton.geometry import square_context_box
+
+    boxes = np.array([[500, 500, 510, 510], [500, 500, 530, 530], [500, 500, 580, 540]], np.float32)
+    sides = np.diff(square_context_box(boxes, crop.context, crop.min_side)[:, ::2], axis=1).ravel()
+    np.testing.assert_allclose(sides, [60, 60, 120])
+    np.testing.assert_allclose(size_features(boxes), np.log(np.array([[10, 10], [30, 30], [80, 40]]) / 32), rtol=1e-6)
+
+
+def test_size_aware_model_builds_evaluates_and_reloads(size_aware, trained, tmp_path):
+    from plankton.artifact import load_artifact
+    from plankton.manifest import read_config
+    from training import build_prototypes, evaluate
+
+    out, work, _ = size_aware
+    _, det_work, _, _ = trained
+    args = ["--crops", str(out / "crops.json"), "--detector", str(det_work / "det"), "--embedder", str(work / "emb"), "--det-imgsz", "640",
+            "--min-class-samples", "2", "--cv-folds", "2"]
+    train_only = build_prototypes.main(args + ["--out", str(tmp_path / "train")])
+    every = build_prototypes.main(args + ["--out", str(tmp_path / "all"), "--frames", "all", "--rare-views", "100"])
+    a, b = read_config(train_only), read_config(every)
+    # Thresholds come from training frames only, whichever frames build the prototypes.
+    assert (a["identifier"]["threshold"], a["identifier"]["class_thresholds"]) == (b["identifier"]["threshold"], b["identifier"]["class_thresholds"])
+    assert a["embedder"]["size_features"] == 2 and a["identifier"]["crop"]["size_input"] is True
+    assert b["prototypes"]["evaluation_file"] == "prototypes_train.safetensors" and "evaluation_file" not in a["prototypes"]
+    assert b["training"]["prototypes"]["frames"] == "all" and b["training"]["prototypes"]["embeddings"] > b["training"]["prototypes"]["crops"]
+    # Evaluation scores the training-frames-only prototypes either way: the same identification figures.
+    ma = evaluate.main(["--model", str(train_only), "--data", str(out), "--no-umap", "--det-floor", "0.01", "--e2e-floor", "0.05"])
+    mb = evaluate.main(["--model", str(every), "--data", str(out), "--no-umap", "--det-floor", "0.01", "--e2e-floor", "0.05"])
+    assert ma["identification"]["top1"] == mb["identification"]["top1"] and mb["split"]["prototypes"].startswith("prototypes_train")
+    assert load_artifact(every).identifier.cfg.crop.size_input
+    # The gallery: the exemplars of each sub-centre are stored with the artifact, one count per training crop.
+    from plankton.gallery import Exemplars
+    from plankton.prototypes import Prototypes
+
+    ex, protos = Exemplars.load(train_only / "exemplars.safetensors"), Prototypes.load(train_only / "prototypes.safetensors")
+    assert ex.names == protos.names and a["gallery"]["file"] == "exemplars.safetensors"
+    per_class = a["training"]["prototypes"]["crops_per_species"]
+    assert {n: int(c) for n, c in zip(ex.names, ex.counts.sum(1))} == per_class
+    assert ex.crops.shape[1:] == (protos.subcenters.shape[1], 3, 48, 48, 3) and ex.crops[ex.n > 0].any()
+
+
+def test_cross_validated_thresholds_never_read_a_validation_frame(size_aware, trained, tmp_path, monkeypatch):
+    import json
+
+    import training.crops_data as crops_data
+    from training import build_prototypes
+
+    out, work, _ = size_aware
+    _, det_work, _, _ = trained
+    val_files = {str((out / r["file"]).resolve()) for r in json.loads((out / "crops.json").read_text())["crops"] if r["split"] == "val"}
+    read = []
+    original = crops_data.read_image
+    monkeypatch.setattr(crops_data, "read_image", lambda f, *a, **k: read.append(str(f)) or original(f, *a, **k))
+    build_prototypes.main(["--crops", str(out / "crops.json"), "--detector", str(det_work / "det"), "--embedder", str(work / "emb"),
+                           "--det-imgsz", "640", "--out", str(tmp_path / "m")])
+    assert read and not set(read) & val_files
+
+
+def test_held_out_similarity_excludes_the_own_frame():
+    """Each crop is compared with prototypes built without its frame: a
+    species seen on one frame only has no held-out value, and a crop far
+    from its species' other frames gets a low one."""
+    import numpy as np
+
+    from training.thresholds import class_thresholds, held_out_similarity
+
+    rng = np.random.default_rng(0)
+    centre = rng.normal(size=(2, 16))
+    emb = np.vstack([centre[0] + 0.05 * rng.normal(size=(6, 16)), centre[1] + 0.05 * rng.normal(size=(2, 16))])
+    emb[5] = -centre[0]  # an outlier of species 0, alone on its frame
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    frames = np.array([1, 1, 2, 2, 3, 4, 5, 5])  # species 1 only on frame 5
+    own = held_out_similarity(emb, labels, frames, ["a", "b"], k=2, folds=5)
+    assert np.isnan(own[6:]).all() and not np.isnan(own[:6]).any()
+    assert own[5] < 0 < own[:5].min()
+    floor, per_class = class_thresholds(own, labels, ["a", "b"], quantile=0.0, min_samples=3)
+    assert floor == round(float(own[5]), 3) and per_class == {"a": floor}  # "b" has no held-out value: it uses the global threshold

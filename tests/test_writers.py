@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from plankton.artifact import atomic_write_text
+from plankton.files import atomic_write_text
 from plankton.results import UNKNOWN, Candidate, FrameResult, ObjectResult
 from plankton.writers import (CSV_COLUMNS, annotate, coco_results, detection_rows, save_annotated,
                               species_colour, write_coco, write_detections_csv)
@@ -126,7 +126,12 @@ def test_species_colours():
     assert species_colour("Ceratium sp") == species_colour("Ceratium sp")
     assert species_colour("Ceratium sp") != species_colour("Noctiluca sp")
     assert species_colour(UNKNOWN) == (150, 150, 150)
-    assert all(0 <= v <= 255 for v in species_colour("x"))
+    # HSV with saturation 0.85 and value 0.95: the brightest channel is 0.95 × 255 → 242,
+    # the darkest 0.95 × 0.15 × 255 → 36, whatever the hue
+    for name in ("x", "Ceratium sp", "Noctiluca sp", "Never seen"):
+        colour = species_colour(name)
+        assert len(colour) == 3 and all(type(v) is int for v in colour)
+        assert (max(colour), min(colour)) == (242, 36), (name, colour)
 
 
 def test_writers_leave_no_temporary_files(tmp_path, frames):
@@ -154,5 +159,6 @@ def test_failed_atomic_write_keeps_the_old_file(tmp_path):
 
 def test_detection_rows_round_numbers(frames):
     rows = detection_rows(frames)
-    assert rows[1]["x1"] == "100.2" or rows[1]["x1"] == "100.3"
+    # one decimal, round-half-even on the exact binary values: 100.25 → 100.2, 140.75 → 140.8, 90.125 → 90.1
+    assert [rows[1][k] for k in ("x1", "y1", "x2", "y2")] == ["100.2", "50.5", "140.8", "90.1"]
     assert rows[0]["det_score"] == "0.9100" and rows[0]["similarity"] == "0.8300"

@@ -1,12 +1,18 @@
-"""Class and sub-centre prototypes from the training crops, then the model
-artifact: detector + embedder + prototypes + config in one folder.
+"""Class and sub-centre prototypes from the training crops, per-class
+thresholds from held-out training frames, then the model artifact:
+detector + embedder + prototypes + config in one folder.
 
     python -m training.build_prototypes --crops work/data/crops.json --detector work/gpu_out/det \
-        --embedder work/gpu_out/emb --out models/default
+        --embedder work/gpu_out/emb --out models/default [--frames all]
+
+``--frames all`` builds the prototypes (not the thresholds, not the
+networks) from every labelled frame, validation frames included: for a
+model to ship after it has been evaluated with ``--frames train``.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -16,34 +22,66 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from plankton.artifact import save_artifact
-from plankton.crops import CropConfig, extract_crops
+from plankton.crops import CropConfig, size_features
 from plankton.detector import DetectorConfig, build_detection_model
 from plankton.embedder import EmbeddingNet
 from plankton.identifier import Identifier, IdentifierConfig
 from plankton.prototypes import Prototypes
 
-from .common import hardware, log, setup
+from .common import hardware, log, portable, setup
 from .crops_data import FrameCache, load_index
+from .thresholds import class_thresholds, held_out_similarity
 
 
-def embed_records(identifier: Identifier, records: list[dict], cache: FrameCache, desc: str) -> np.ndarray:
-    """Crops of ``records`` (one frame at a time, all its boxes in one batch) → N×D."""
-    out = np.zeros((len(records), identifier.model.dim), np.float32)
+def dihedral_views(crops: np.ndarray) -> np.ndarray:
+    """N×S×S×3 crops → 8N: the 4 rotations by 90° of each crop and of its
+    mirror image (plankton has no up), view-major."""
+    views = [np.rot90(c, k, axes=(1, 2)) for c in (crops, crops[:, :, ::-1]) for k in range(4)]
+    return np.ascontiguousarray(np.concatenate(views))
+
+
+def embed_records(identifier: Identifier, records: list[dict], cache: FrameCache, desc: str, views: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Crops of ``records`` (one frame at a time, all its boxes in one
+    batch) → (M×D embeddings, M record indices). Records flagged in
+    ``views`` (N bools) add their 7 other dihedral views, so M ≥ N."""
+    embs, owners = [], []
     by_file: dict[str, list[int]] = {}
     for i, r in enumerate(records):
         by_file.setdefault(r["file"], []).append(i)
     for f, idx in tqdm(by_file.items(), desc=desc, unit="frame"):
-        crops = extract_crops(cache.frames[f], np.array([records[i]["xyxy"] for i in idx]), identifier.cfg.crop, cache.fill[f])
-        out[idx] = identifier.embed_crops(crops)
-    return out
+        boxes = np.array([records[i]["xyxy"] for i in idx], np.float32)
+        crops, sizes = identifier.crops(cache.frames[f], boxes, cache.fill[f]), size_features(boxes)
+        embs.append(identifier.embed_crops(crops, sizes))
+        owners.append(np.array(idx))
+        more = [j for j, i in enumerate(idx) if views is not None and views[i]]
+        if more:
+            v = dihedral_views(crops[more])[len(more):]  # the first view is the crop itself
+            embs.append(identifier.embed_crops(v, np.tile(sizes[more], (7, 1))))
+            owners.append(np.tile(np.array(idx)[more], 7))
+    if not embs:
+        return np.zeros((0, identifier.model.dim), np.float32), np.zeros(0, int)
+    return np.concatenate(embs), np.concatenate(owners)
 
 
-def open_set_threshold(train_sim: np.ndarray, labels: np.ndarray, quantile: float) -> float:
-    """The identifier's default threshold, from training data only: the
-    ``quantile`` of training crops' similarity to their own class, so about
-    that share of known-species crops would be called unknown."""
-    own = train_sim[np.arange(len(labels)), labels]
-    return round(float(np.quantile(own, quantile)), 3)
+def write_exemplars(folder: Path, protos: Prototypes, emb: np.ndarray, labels: np.ndarray, records: list[dict], cache: FrameCache, crop: CropConfig) -> None:
+    """The gallery's exemplars (``plankton.gallery``): for each sub-centre the
+    training crops nearest to it, as the embedder saw them, small."""
+    from plankton.crops import extract_crops
+    from plankton.gallery import FILE, PER_SUBCENTER, SIDE, Exemplars, choose_exemplars
+    from plankton.manifest import read_config, write_manifest
+
+    index = {n: i for i, n in enumerate(protos.names)}
+    by_proto = np.array([index[records[i]["name"]] for i in range(len(records))])
+    chosen, counts = choose_exemplars(protos, emb, by_proto, PER_SUBCENTER)
+    thumb = dataclasses.replace(crop, size=SIDE)
+    crops = np.zeros((*chosen.shape, SIDE, SIDE, 3), np.uint8)
+    for c, k, e in zip(*np.nonzero(chosen >= 0)):
+        r = records[chosen[c, k, e]]
+        crops[c, k, e] = extract_crops(cache.frames[r["file"]], np.array([r["xyxy"]], np.float32), thumb, cache.fill[r["file"]])[0]
+    Exemplars(list(protos.names), crops, counts, (chosen >= 0).sum(-1)).save(folder / FILE)
+    config = read_config(folder, check_files=False)
+    config["gallery"] = {"file": FILE, "per_subcenter": PER_SUBCENTER, "side": SIDE}
+    write_manifest(folder, config)
 
 
 def portable_split(split: dict) -> dict:
@@ -80,10 +118,32 @@ def embedder_choice(folder: Path) -> dict | None:
     return c | {"runs": {n: {s: {k: v for k, v in r.items() if k != "history"} for s, r in runs.items()} for n, runs in c["runs"].items()}}
 
 
+def load_detector(args) -> tuple:
+    """(unfused DetectionModel, DetectorConfig, training record) from a
+    train_detector folder, or from an existing model (``--detector-from``)."""
+    if args.detector_from:
+        from plankton.manifest import DETECTOR_WEIGHTS, read_config
+
+        cfg = read_config(args.detector_from)
+        d = {k: v for k, v in cfg["detector"].items() if k not in ("yaml", "weights")}
+        model = build_detection_model(cfg["detector"]["yaml"], nc=len(d.get("names", ["plankton"])))
+        model.load_state_dict(load_file(str(Path(args.detector_from) / DETECTOR_WEIGHTS)))
+        return model, DetectorConfig(**(d | {"names": tuple(d.get("names", ("plankton",)))})), (cfg.get("training") or {}).get("detector")
+    info = json.loads((Path(args.detector) / "detector.json").read_text())
+    model = build_detection_model(info["yaml"])
+    model.load_state_dict(load_file(str(Path(args.detector) / "detector.safetensors")))
+    det_train = Path(args.detector) / "train_detector.json"
+    stages = [json.loads(Path(f).read_text()) for f in args.detector_before]
+    stages += [json.loads(det_train.read_text())] if det_train.exists() else []
+    return model, DetectorConfig(architecture=info["architecture"], imgsz=args.det_imgsz, conf=args.det_conf), detector_history(info["architecture"], stages)
+
+
 def main(argv=None) -> Path:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--crops", required=True)
-    p.add_argument("--detector", required=True, help="folder with detector.safetensors and detector.json")
+    det = p.add_mutually_exclusive_group(required=True)
+    det.add_argument("--detector", help="folder with detector.safetensors and detector.json (from train_detector)")
+    det.add_argument("--detector-from", metavar="MODEL", help="keep the detector of this model folder, with its settings and training record")
     p.add_argument("--embedder", required=True, help="folder with embedder.safetensors and embedder.json")
     p.add_argument("--out", default="models/default")
     p.add_argument("--detector-before", nargs="*", default=[], metavar="JSON",
@@ -91,7 +151,15 @@ def main(argv=None) -> Path:
     p.add_argument("--k", type=int, default=5, help="sub-centres per class")
     p.add_argument("--det-conf", type=float, default=0.05, help="default detector threshold (low: recall first; set a priori, not tuned on validation)")
     p.add_argument("--det-imgsz", type=int, default=1920)
-    p.add_argument("--quantile", type=float, default=0.02, help="see open_set_threshold")
+    p.add_argument("--quantile", type=float, default=0.05,
+                   help="thresholds: this quantile of held-out training crops' similarity to their own species (see training.thresholds)")
+    p.add_argument("--min-class-samples", type=int, default=10, help="species with fewer held-out crops use the global threshold")
+    p.add_argument("--cv-folds", type=int, default=5, help="folds (of training frames) for the held-out similarities")
+    p.add_argument("--rare-views", type=int, default=0, metavar="N",
+                   help="species with fewer than N training crops also get the 7 other rotations/mirrors of each crop in their prototypes")
+    p.add_argument("--frames", default="train", choices=["train", "all"],
+                   help="frames whose crops build the prototypes: train (for evaluation) or all labelled frames (to ship, after evaluation)")
+    p.add_argument("--split-seed", type=int, default=None, help="the frames split again with this seed (as train_embedder --split-seed)")
     p.add_argument("--name", default="plankton-studycase")
     p.add_argument("--weights-dtype", default="float16", choices=["float16", "float32"], help="storage precision of the weights files")
     p.add_argument("--limit", type=int, default=0, help="use only this many crops (quick tests)")
@@ -100,42 +168,64 @@ def main(argv=None) -> Path:
     setup(args.seed)
 
     emb_info = json.loads((Path(args.embedder) / "embedder.json").read_text())
-    det_info = json.loads((Path(args.detector) / "detector.json").read_text())
-    records, names, categories = load_index(args.crops, "train", emb_info["names"])
-    records = records[: args.limit] if args.limit else records
-    embedder = EmbeddingNet(emb_info["backbone"], emb_info["dim"])
+    train, names, categories = load_index(args.crops, "train", emb_info["names"], split_seed=args.split_seed)
+    train = train[: args.limit] if args.limit else train
+    embedder = EmbeddingNet(emb_info["backbone"], emb_info["dim"], size_features=emb_info.get("size_features", 0))
     embedder.load_state_dict(load_file(str(Path(args.embedder) / "embedder.safetensors")))
-    id_cfg = IdentifierConfig(crop=CropConfig(**emb_info["crop"]), mean=tuple(emb_info["mean"]), std=tuple(emb_info["std"]))
-    placeholder = Prototypes(["_"], np.zeros((1, embedder.dim)), np.zeros((1, 1, embedder.dim)))
-    identifier = Identifier(embedder, placeholder, id_cfg)
+    crop = CropConfig(**emb_info["crop"])
+    identifier = Identifier(embedder, IdentifierConfig.for_backbone(emb_info["backbone"], crop))
+    records = train
+    if args.frames == "all":
+        val, _, _ = load_index(args.crops, "val", names, split_seed=args.split_seed)
+        records = train + [r for r in val if r["label"] >= 0]  # a species without training crops has no place in the embedder's training
     cache = FrameCache([r["file"] for r in records])
-    emb = embed_records(identifier, records, cache, "training crops")
     labels = np.array([r["label"] for r in records])
-    protos = Prototypes.build(emb, labels, names, k=args.k, seed=args.seed)
-    label_idx = np.array([protos.names.index(names[y]) for y in labels])
-    threshold = open_set_threshold(protos.similarity(emb), label_idx, args.quantile)
-    log.info("%d prototypes from %d crops; default identifier threshold %.3f", len(protos.names), len(records), threshold)
+    counts = np.bincount(labels, minlength=len(names))
+    rare = counts[labels] < args.rare_views
+    emb, owner = embed_records(identifier, records, cache, f"{args.frames} crops", rare)
+    protos = Prototypes.build(emb, labels[owner], names, k=args.k, seed=args.seed)
+    from_train = owner < len(train)
+    train_protos = None if from_train.all() else Prototypes.build(emb[from_train], labels[owner[from_train]], names, k=args.k, seed=args.seed)
+    # Thresholds from the training frames alone (one view per crop), whichever frames built the prototypes.
+    original = np.unique(owner, return_index=True)[1]  # a crop's own view comes before its extra views
+    held = original[owner[original] < len(train)]
+    frame_ids = np.array([r["image_id"] for r in records])
+    own = held_out_similarity(emb[held], labels[owner[held]], frame_ids[owner[held]], names, k=args.k, folds=args.cv_folds, seed=args.seed)
+    threshold, per_class = class_thresholds(own, labels[owner[held]], names, args.quantile, args.min_class_samples)
+    log.info("%d prototypes from %d crops (%d views) of %s frames; global threshold %.3f, %d species with their own",
+             len(protos.names), len(records), len(emb), args.frames, threshold, len(per_class))
 
-    detector = build_detection_model(det_info["yaml"])
-    detector.load_state_dict(load_file(str(Path(args.detector) / "detector.safetensors")))
-    det_cfg = DetectorConfig(architecture=det_info["architecture"], imgsz=args.det_imgsz, conf=args.det_conf)
+    detector, det_cfg, det_history = load_detector(args)
     split = Path(args.crops).parent / "split.json"
-    det_train = Path(args.detector) / "train_detector.json"
-    stages = [json.loads(Path(f).read_text()) for f in args.detector_before]
-    stages += [json.loads(det_train.read_text())] if det_train.exists() else []
-    training = {
+    split = portable_split(json.loads(split.read_text())) if split.exists() else None
+    if split and args.split_seed is not None:
+        val_ids = sorted({r["image_id"] for r in load_index(args.crops, "val", names, split_seed=args.split_seed)[0]})
+        train_ids = sorted({r["image_id"] for r in train})
+        split = {"train_ids": train_ids, "val_ids": val_ids,
+                 "meta": split["meta"] | {"resplit_seed": args.split_seed, "n_train": len(train_ids), "n_val": len(val_ids)}}
+    training = portable({
         "data": "StudyCase brightfield frames (1920×1080), frame-level split",
-        "split": portable_split(json.loads(split.read_text())) if split.exists() else None,
-        "detector": detector_history(det_info["architecture"], stages),
+        "split": split,
+        "detector": det_history,
         "embedder": {k: emb_info.get(k) for k in ("backbone", "best_val_f1_macro", "history", "train_crops", "val_crops", "hardware", "device", "args")}
         | {"comparison": embedder_choice(Path(args.embedder))},
-        "prototypes": {"command": "python -m training.build_prototypes " + " ".join(sys.argv[1:] if argv is None else argv), "threshold_rule": f"{args.quantile:.0%} quantile of training crops' own-class similarity", "hardware": hardware()},
-    }
+        "prototypes": {
+            "command": "python -m training.build_prototypes " + " ".join(sys.argv[1:] if argv is None else argv),
+            "frames": args.frames, "split_seed": args.split_seed, "crops": int(len(records)), "embeddings": int(len(emb)),
+            "crops_per_species": {n: int(c) for n, c in zip(names, np.bincount(labels, minlength=len(names))) if c},
+            "rare_views": args.rare_views,
+            "threshold_rule": (f"{args.quantile:.0%} quantile of held-out similarity to the own species' prototypes, built without the "
+                               f"crop's frame ({args.cv_folds}-fold over training frames); species with fewer than {args.min_class_samples} "
+                               f"held-out crops use the pooled quantile, which is also every species' floor"),
+            "hardware": hardware()},
+    })
     out = save_artifact(
         args.out, detector=detector, detector_cfg=det_cfg, embedder=embedder,
-        identifier_cfg=IdentifierConfig(crop=id_cfg.crop, mean=id_cfg.mean, std=id_cfg.std, threshold=threshold),
+        identifier_cfg=dataclasses.replace(identifier.cfg, threshold=threshold, class_thresholds=per_class),
         prototypes=protos, categories=categories, name=args.name, extra={"training": training}, weights_dtype=args.weights_dtype,
+        evaluation_prototypes=train_protos,
     )
+    write_exemplars(out, protos, emb[original], labels[owner[original]], [records[i] for i in owner[original]], cache, identifier.cfg.crop)
     log.info("artifact written to %s", out)
     return out
 

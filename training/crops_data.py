@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from plankton.crops import CropConfig, background_colour, extract_crops
+from plankton.crops import CropConfig, background_colour, extract_crops, size_features
 from plankton.images import read_image
 
 
@@ -59,7 +59,8 @@ class FrameCache:
 
 
 class CropDataset(torch.utils.data.Dataset):
-    """Yields (3×S×S float tensor, label). With ``train``, boxes are jittered
+    """Yields (3×S×S float tensor, 2 size features of the box, label). With
+    ``train``, boxes are jittered
     in scale and position before cropping, then rotated, flipped,
     colour-jittered and partly erased."""
 
@@ -98,7 +99,7 @@ class CropDataset(torch.utils.data.Dataset):
                 x, angle=float(self.rng.uniform(0, 360)), translate=[0, 0], scale=float(self.rng.uniform(0.9, 1.1)),
                 shear=[float(self.rng.uniform(-5, 5))], fill=list(self.cache.fill[r["file"]]),
                 interpolation=v2.InterpolationMode.BILINEAR)
-        return self.transform(x), r["label"]
+        return self.transform(x), torch.from_numpy(size_features(box[None])[0]), r["label"]
 
 
 def sampling_weights(labels: list[int], mode: str) -> np.ndarray:

@@ -11,18 +11,22 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm import tqdm
 
-from plankton.artifact import atomic_write_text, load_artifact, write_manifest
+from plankton.artifact import load_artifact
+from plankton.files import atomic_write_text
+from plankton.manifest import write_manifest
 from plankton.data import load_coco
 from plankton.images import read_image
 from plankton.metrics import coverage_curve, per_class_table, predict_labels, topk_accuracy
+from plankton.prototypes import Prototypes
 from plankton.results import UNKNOWN, Detections
-from plankton.validation import ValidationSet, umap_layout
+from plankton.validation import ValidationSet
 from plankton.writers import csv_text
 
 from . import plots
@@ -30,34 +34,52 @@ from .common import hardware, log, setup, write_json
 from .detection_metrics import coco_ap, precision_recall
 
 
-def identification_metrics(true: np.ndarray, sim: np.ndarray, names: list[str], threshold: float) -> dict:
+def umap_layout(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:
+    """N×D unit embeddings → N×2 UMAP layout (cosine metric), for the app's map."""
+    import umap
+
+    n = len(embeddings)
+    reducer = umap.UMAP(n_neighbors=min(15, max(n - 1, 2)), min_dist=0.1, metric="cosine", random_state=seed)
+    return reducer.fit_transform(np.asarray(embeddings, np.float32)).astype(np.float32)
+
+
+def identification_metrics(true: np.ndarray, sim: np.ndarray, names: list[str], threshold: float, offsets: np.ndarray | None = None,
+                           train_counts: dict[str, int] | None = None, min_train: int = 10) -> dict:
     """Scores on ground-truth boxes. top-1/top-5/F1 use the best match
-    (no threshold) over the species that have a prototype; ``per_class``
-    applies the threshold; ``open_set`` removes each species' prototype in
-    turn and counts how often its crops then come out unknown."""
+    (no threshold) over the species that have a prototype;
+    ``f1_macro_common`` is F1-macro over the species present with at least
+    ``min_train`` training boxes (``train_counts``). ``per_class`` applies
+    the thresholds (``threshold`` plus each class's ``offsets``);
+    ``open_set`` removes each species' prototype in turn and counts how
+    often its crops then come out unknown."""
+    thr = threshold + (np.zeros(len(names), np.float32) if offsets is None else np.asarray(offsets, np.float32))
     known = np.isin(true, names)
     t, s = true[known], sim[known]
     pred = np.asarray(names, dtype=object)[s.argmax(1)] if len(t) else np.array([], dtype=object)
     present = sorted(set(t))
-    at = predict_labels(s, names, threshold)  # as the cascade answers: unknown below the threshold
+    common = [c for c in present if (train_counts or {}).get(c, 0) >= min_train]
+    at = predict_labels(s, names, thr)  # as the cascade answers: unknown below the best class's threshold
     named = at != UNKNOWN
     unseen = []
     for c in present:
-        keep = [j for j, n in enumerate(names) if n != c]
+        keep = np.array([j for j, n in enumerate(names) if n != c], int)
         rows = s[t == c][:, keep]
-        unseen.append((c, float((rows.max(1) < threshold).mean()), int(len(rows))))
+        unseen.append((c, float((rows.max(1) < thr[keep][rows.argmax(1)]).mean()) if len(keep) else 1.0, int(len(rows))))
     return {
         "objects": int(len(t)), "objects_without_prototype": int((~known).sum()), "species": len(present),
         "top1": float(accuracy_score(t, pred)), "top5": topk_accuracy(t, s, names, 5),
         "f1_macro": float(f1_score(t, pred, labels=present, average="macro", zero_division=0)),
+        "f1_macro_common": float(f1_score(t, pred, labels=common, average="macro", zero_division=0)) if common else None,
+        "common_species": {"min_training_boxes": min_train, "species": len(common)},
         "f1_weighted": float(f1_score(t, pred, labels=present, average="weighted", zero_division=0)),
         "threshold": threshold,
+        "class_thresholds": {n: float(v) for n, v in zip(names, thr) if v != threshold},
         "unknown_rate_at_threshold": float(np.mean(~named)) if len(t) else 0.0,
         "top1_at_threshold": float(np.mean(at == t)) if len(t) else 0.0,
         "accuracy_of_named_at_threshold": float(np.mean(at[named] == t[named])) if named.any() else None,
-        "per_class": per_class_table(true, sim, names, threshold),
+        "per_class": per_class_table(true, sim, names, thr),
         "per_class_argmax": per_class_table(t, s, names, -1.0),
-        "coverage": coverage_curve(t, s, names),
+        "coverage": coverage_curve(t, s, names, offsets=thr - threshold),
         "open_set": {"unknown_rate_macro": float(np.mean([u for _, u, _ in unseen])) if unseen else None,
                      "unknown_rate_weighted": float(np.average([u for _, u, _ in unseen], weights=[n for *_, n in unseen])) if unseen else None,
                      "per_species": [{"species": c, "unknown_rate": u, "objects": n} for c, u, n in unseen]},
@@ -73,6 +95,8 @@ def main(argv=None) -> dict:
     p.add_argument("--e2e-floor", type=float, default=0.01, help="detections identified for end-to-end AP")
     p.add_argument("--limit", type=int, default=0, help="evaluate only this many validation frames (quick tests)")
     p.add_argument("--no-umap", action="store_true", help="skip the UMAP layout (quick tests)")
+    p.add_argument("--identification-only", action="store_true", help="skip the detector (comparing identifiers: faster)")
+    p.add_argument("--min-train", type=int, default=10, help="f1_macro_common: species with at least this many training boxes")
     p.add_argument("--seed", type=int, default=0)
     try:
         from hub.push import add_push_arguments, push_from_args
@@ -86,11 +110,21 @@ def main(argv=None) -> dict:
     model_dir, data = Path(args.model), Path(args.data)
     split = json.loads((data / "split.json").read_text())
     coco = load_coco(args.coco or split["meta"]["annotations"], strict=False)
-    val_ids = split["val_ids"][: args.limit] if args.limit else split["val_ids"]
     cascade = load_artifact(model_dir)
-    names = cascade.identifier.prototypes.names
+    # The model's own split: a model built with --split-seed is scored on its own validation frames.
+    model_split = (cascade.config.get("training") or {}).get("split") or split
+    resplit = (model_split.get("meta") or {}).get("resplit_seed")
+    val_ids = model_split["val_ids"][: args.limit] if args.limit else model_split["val_ids"]
+    eval_file = cascade.config["prototypes"].get("evaluation_file")
+    if eval_file:  # shipped prototypes include validation frames: score the training-frames-only ones
+        cascade.identifier.prototypes = Prototypes.load(model_dir / eval_file)
+        log.info("identification scored with %s (prototypes from training frames only)", eval_file)
+    names = cascade.class_names
     cat_names = {c.id: c.name for c in coco.categories.values()}
+    train_counts = Counter(cat_names[b.category_id] for i in model_split["train_ids"] if i in coco.images for b in coco.boxes_of(i))
     det_conf, cls_conf = cascade.det_conf, cascade.cls_conf
+    offsets = cascade.identifier.cfg.offsets(names)
+    detect = resplit is None and not args.identification_only  # the detector trained on the shipped split: other splits' validation frames are not new to it
 
     gt, dets, e2e, true, embs = {}, {}, {}, [], []
     t_det = t_id = 0.0
@@ -98,23 +132,28 @@ def main(argv=None) -> dict:
         image = read_image(coco.path_of(i))
         gt[i] = [(b.xyxy, cat_names[b.category_id]) for b in coco.boxes_of(i)]
         t0 = time.perf_counter()
-        dets[i] = cascade.detector.predict(image, conf=args.det_floor)
+        if detect:
+            dets[i] = cascade.detector.predict(image, conf=args.det_floor)
         t1 = time.perf_counter()
         a = cascade.analyse_boxes(image, Detections(coco.xyxy_of(i), np.ones(len(gt[i]))))
         embs.append(a.embeddings)
         true += [n for _, n in gt[i]]
-        e2e[i] = cascade.analyse_boxes(image, dets[i][dets[i].score >= args.e2e_floor]).resolve(args.e2e_floor, cls_conf)
+        if detect:
+            e2e[i] = cascade.analyse_boxes(image, dets[i][dets[i].score >= args.e2e_floor]).resolve(args.e2e_floor, cls_conf)
         t_det, t_id = t_det + t1 - t0, t_id + time.perf_counter() - t1
     emb = np.concatenate(embs) if embs else np.zeros((0, cascade.identifier.model.dim), np.float32)
     true = np.asarray(true, dtype=object)
-    sim = cascade.identifier.prototypes.similarity(emb)
+    sim = cascade.identifier.similarity(emb)
 
-    det_gt = {i: np.array([b for b, _ in g], np.float32).reshape(-1, 4) for i, g in gt.items()}
-    detection = coco_ap({i: (det_gt[i], ["plankton"] * len(det_gt[i])) for i in gt}, {i: (d.xyxy, d.score, ["plankton"] * len(d)) for i, d in dets.items()})
-    detection |= precision_recall(det_gt, {i: d.xyxy[d.score >= det_conf] for i, d in dets.items()}) | {"threshold": det_conf}
-    e2e_ap = coco_ap({i: (det_gt[i], [n for _, n in gt[i]]) for i in gt},
-                     {i: (np.array([o.xyxy for o in f.objects], np.float32).reshape(-1, 4), np.array([o.det_score for o in f.objects]), [o.species for o in f.objects]) for i, f in e2e.items()})
-    ident = identification_metrics(true, sim, names, cls_conf)
+    detection = end_to_end = None
+    if detect:
+        det_gt = {i: np.array([b for b, _ in g], np.float32).reshape(-1, 4) for i, g in gt.items()}
+        detection = coco_ap({i: (det_gt[i], ["plankton"] * len(det_gt[i])) for i in gt}, {i: (d.xyxy, d.score, ["plankton"] * len(d)) for i, d in dets.items()})
+        detection |= precision_recall(det_gt, {i: d.xyxy[d.score >= det_conf] for i, d in dets.items()}) | {"threshold": det_conf}
+        e2e_ap = coco_ap({i: (det_gt[i], [n for _, n in gt[i]]) for i in gt},
+                         {i: (np.array([o.xyxy for o in f.objects], np.float32).reshape(-1, 4), np.array([o.det_score for o in f.objects]), [o.species for o in f.objects]) for i, f in e2e.items()})
+        end_to_end = {"species_ap50": e2e_ap["ap50"], "species_ap50_95": e2e_ap["ap50_95"], "detector_floor": args.e2e_floor, "identifier_threshold": cls_conf}
+    ident = identification_metrics(true, sim, names, cls_conf, offsets, train_counts, args.min_train)
 
     vs = ValidationSet(emb, list(true), sim, names, np.zeros((len(emb), 2), np.float32), np.zeros((len(names), 2), np.float32))
     if not args.no_umap and len(emb) > 5:
@@ -124,22 +163,30 @@ def main(argv=None) -> dict:
 
     training = cascade.config.get("training", {})
     metrics = {
-        "split": {"validation_frames": len(val_ids), "validation_objects": int(len(true)), "annotations_sha256": split["meta"].get("annotations_sha256")},
-        "detection": detection,
+        "split": {"validation_frames": len(val_ids), "validation_objects": int(len(true)), "resplit_seed": resplit,
+                  "annotations_sha256": split["meta"].get("annotations_sha256"),
+                  "prototypes": f"{eval_file} (training frames only)" if eval_file else "the model's own"},
+        "detection": detection if detect else {"skipped": "--identification-only" if resplit is None else
+                                               f"the detector trained on frames of this split's validation set (split seed {resplit})"},
         "identification": ident,
-        "end_to_end": {"species_ap50": e2e_ap["ap50"], "species_ap50_95": e2e_ap["ap50_95"], "detector_floor": args.e2e_floor, "identifier_threshold": cls_conf},
+        "end_to_end": end_to_end,
         "learning_curve": (training.get("detector") or {}).get("learning_curve"),
         "evaluation": {"command": "python -m training.evaluate " + " ".join(sys.argv[1:] if argv is None else argv), "hardware": hardware(),
                        "wall_s": round(time.perf_counter() - start, 1), "detector_s_per_frame": round(t_det / max(len(val_ids), 1), 3), "identifier_s_per_frame": round(t_id / max(len(val_ids), 1), 3)},
     }
     write_json(model_dir / "metrics.json", metrics)
-    atomic_write_text(model_dir / "per_class.csv", csv_text(ident["per_class"], ["species", "precision", "recall", "f1", "support"]))
-    plots.confusion(true, predict_labels(sim, names, cls_conf), model_dir / "confusion.png")
+    rows = [r | {"threshold": ident["class_thresholds"].get(r["species"], cls_conf) if r["species"] in names else ""} for r in ident["per_class"]]
+    atomic_write_text(model_dir / "per_class.csv", csv_text(rows, ["species", "precision", "recall", "f1", "support", "threshold"]))
+    plots.confusion(true, predict_labels(sim, names, cls_conf + offsets), model_dir / "confusion.png")
     plots.reliability(true, sim, names, model_dir / "reliability.png")
     plots.learning_curves(metrics["learning_curve"], (training.get("embedder") or {}).get("history"), model_dir / "learning_curve.png")
     write_manifest(model_dir)
-    log.info("detection AP50 %.3f recall %.3f | identification top-1 %.3f F1-macro %.3f | end-to-end AP50 %.3f",
-             detection["ap50"], detection["recall"], ident["top1"], ident["f1_macro"], e2e_ap["ap50"])
+    log.info("identification top-1 %.3f F1-macro %.3f (common %.3f) unknown %.3f named-right %.3f open-set %.2f/%.2f",
+             ident["top1"], ident["f1_macro"], ident["f1_macro_common"] or float("nan"), ident["unknown_rate_at_threshold"],
+             ident["accuracy_of_named_at_threshold"] or float("nan"), ident["open_set"]["unknown_rate_macro"] or float("nan"),
+             ident["open_set"]["unknown_rate_weighted"] or float("nan"))
+    if detect:
+        log.info("detection AP50 %.3f recall %.3f | end-to-end AP50 %.3f", detection["ap50"], detection["recall"], end_to_end["species_ap50"])
     if push_from_args and getattr(args, "push_to_hub", None):
         push_from_args(model_dir, args)
     return metrics

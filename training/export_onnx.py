@@ -10,7 +10,10 @@ error). With ``--data`` (a folder from training.prepare), both runtimes
 also run on the validation frames: detection AP@0.5 of each, and the
 cosine between their embeddings of the ground-truth boxes, are stored in
 config.json ("onnx" → "validation"); ``--imgsz`` adds the ONNX detector's
-AP@0.5 at other input sizes, to weigh speed against accuracy.
+AP@0.5 at other input sizes, to weigh speed against accuracy. ``--int8``
+then makes the INT8 files and checks their parity in the same command
+(``training.quantize``, with the same ``--data``, ``--limit`` and
+``--imgsz``): re-exported ONNX files make older INT8 files stale.
 """
 from __future__ import annotations
 
@@ -23,10 +26,51 @@ from pathlib import Path
 
 import numpy as np
 
-from plankton.artifact import load_artifact, read_config, write_manifest
-from plankton.onnx import OPSET, export_artifact
+import torch
+
+from plankton.artifact import load_artifact
+from plankton.files import sha256
+from plankton.manifest import DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, read_config, write_manifest
+from plankton.onnx import DETECTOR_ONNX, EMBEDDER_ONNX, OPSET, check_parity, export_detector, export_embedder
 
 from .common import log, setup
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except Exception:
+        return None
+
+
+def export_artifact(folder: str | Path, opset: int = OPSET, check: bool = True, threads: int | None = None) -> dict:
+    """Add ``detector.onnx`` and ``embedder.onnx`` to an artifact folder,
+    record them in config.json ("onnx": opset, files, the sha256 of the
+    safetensors they were made from, parity on random inputs) and update
+    the checksums. With ``check``, outputs are compared with PyTorch on
+    random inputs of two sizes and a mismatch raises RuntimeError. Returns
+    the "onnx" section."""
+    folder = Path(folder)
+    cascade = load_artifact(folder, runtime="torch")
+    det, ident = cascade.detector, cascade.identifier
+    size = ident.cfg.crop.size
+    export_detector(det.model, folder / DETECTOR_ONNX, opset=opset, end2end=det.cfg.end2end, names=det.cfg.names)
+    export_embedder(ident.model, folder / EMBEDDER_ONNX, size, opset=opset)
+    sizes = f", sizes B×{ident.model.size_features} float32 (plankton.crops.size_features)" if ident.model.size_features else ""
+    section = {
+        "opset": opset,
+        "files": {"detector": DETECTOR_ONNX, "embedder": EMBEDDER_ONNX},
+        "source_sha256": {DETECTOR_WEIGHTS: sha256(folder / DETECTOR_WEIGHTS), EMBEDDER_WEIGHTS: sha256(folder / EMBEDDER_WEIGHTS)},
+        "inputs": {"detector": "images B×3×H×W float32 0..1, H and W multiples of %d" % det.stride,
+                   "embedder": f"crops B×3×{size}×{size} float32, normalised{sizes}"},
+        "versions": {"torch": torch.__version__, "onnx": _version("onnx"), "onnxruntime": _version("onnxruntime")},
+    }
+    if check:
+        section["parity"] = check_parity(cascade, folder, threads=threads)
+    config = read_config(folder, check_files=False)
+    config["onnx"] = section
+    write_manifest(folder, config)
+    return section
 
 
 def validation_parity(folder: Path, data: Path, limit: int = 0, sizes: tuple[int, ...] = (), det_floor: float = 0.001) -> dict:
@@ -95,7 +139,10 @@ def main(argv=None) -> dict:
     p.add_argument("--limit", type=int, default=0, help="with --data: only this many validation frames")
     p.add_argument("--imgsz", type=int, nargs="*", default=[], help="with --data: also the ONNX detector's AP@0.5 at these input sizes")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: available cores)")
+    p.add_argument("--int8", action="store_true", help="with --data: then make and check the INT8 files (python -m training.quantize)")
     args = p.parse_args(argv)
+    if args.int8 and not args.data:
+        p.error("--int8 needs --data: INT8 files are calibrated on training frames and checked on validation frames")
     setup()
     folder = Path(args.model)
     start = time.perf_counter()
@@ -111,6 +158,11 @@ def main(argv=None) -> dict:
         log.info("validation: AP50 torch %.4f onnx %.4f; embedding cosine min %.6f; same species %.4f",
                  val["detection_ap50"]["torch"], val["detection_ap50"]["onnx"], val["embedding_cosine"]["min"], val["same_top1_species"])
     print(json.dumps(section, indent=2))
+    if args.int8:
+        from .quantize import main as quantize
+
+        quantize([str(folder), "--data", str(args.data), *(["--limit", str(args.limit)] if args.limit else []),
+                  *(["--imgsz", *map(str, args.imgsz)] if args.imgsz else []), *(["--threads", str(args.threads)] if args.threads else [])])
     return section
 
 

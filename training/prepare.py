@@ -87,6 +87,7 @@ def main(argv=None) -> dict:
     p.add_argument("--tile", type=int, default=0, help="0: whole frames for training; else tile side in pixels")
     p.add_argument("--tile-overlap", type=int, default=160)
     p.add_argument("--limit", type=int, default=0, help="use only this many frames (for quick tests)")
+    p.add_argument("--no-audit", action="store_true", help="skip the dataset audit (OUT/audit/, see training.audit)")
     args = p.parse_args(argv)
     setup(args.seed)
 
@@ -99,6 +100,10 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_split(out / "split.json", train_ids, val_ids, ds, seed=args.seed, val_fraction=args.val_fraction)
+    if not args.no_audit:  # of the whole annotation file as given, problems included (see training.audit)
+        from .audit import run_audit
+
+        run_audit(args.coco, args.images, out / "audit")
 
     det = out / "detector"
     if det.exists():

@@ -1,8 +1,10 @@
-"""The model card (README.md) pushed with every artifact: Hub YAML metadata
-and a plain summary built from config.json and metrics.json.
+"""The model card (README.md) pushed with every artifact: Hub metadata
+(``huggingface_hub.ModelCardData`` with ``EvalResult``s, so the Hub shows
+the figures in its model index) and a plain summary built from
+config.json and metrics.json.
 
-    text = build_card(config, metrics, repo_id="ORG/NAME")
-    meta = front_matter(text)        # the parsed YAML, for checks
+    card = build_card(config, metrics, repo_id="ORG/NAME")   # a huggingface_hub.ModelCard
+    card.data.eval_results                                    # what the Hub will index
 
 metrics.json may be any JSON object. Numbers are collected as measured
 figures, one level of sections deep or more (``{"detector": {"map50": 0.8},
@@ -19,7 +21,7 @@ import json
 import math
 import re
 
-import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 LIBRARY = "plankton"
 PIPELINE_TAG = "object-detection"
@@ -108,41 +110,33 @@ def class_names(config: dict) -> list[str]:
     return list((config.get("prototypes") or {}).get("names") or [])
 
 
-def metadata(config: dict, metrics: dict | None, *, repo_id: str | None = None, license: str | None = None) -> dict:
-    """The card's YAML front matter as a dict."""
+def card_data(config: dict, metrics: dict | None, *, repo_id: str | None = None, license: str | None = None) -> ModelCardData:
+    """The card's metadata: library, license, tags and one EvalResult per
+    measured figure of metrics.json (validation frames)."""
     name = (repo_id or "").split("/")[-1] or config.get("name") or "plankton-model"
     training = config.get("training") if isinstance(config.get("training"), dict) else {}
-    meta = {
-        "library_name": LIBRARY,
-        "license": license or config.get("license") or "unknown",
-        "pipeline_tag": PIPELINE_TAG,
-        "tags": list(BASE_TAGS),
-    }
-    figures = [f for f in measured_figures(metrics) if f["metric"]][:MAX_METRICS]
-    if figures:
-        dataset = {
-            "name": str(training.get("dataset_name") or training.get("dataset") or training.get("data") or "plankton microscope frames (held-out split)"),
-            "type": str(training.get("dataset_id") or "custom"),
-            "split": str(training.get("eval_split") or "validation"),
-        }
-        results = []
-        for task, title in (("object-detection", "Object detection"), ("image-classification", "Species identification")):
-            ms = [{"type": f["type"], "name": f["name"], "value": f["value"]} for f in figures if f["task"] == task]
-            if ms:
-                results.append({"task": {"type": task, "name": title}, "dataset": dict(dataset), "metrics": ms})
-        meta["model-index"] = [{"name": name, "results": results}]
-    return meta
+    dataset = str(training.get("dataset_name") or training.get("dataset") or training.get("data") or "plankton microscope frames (held-out split)")
+    titles = {"object-detection": "Object detection", "image-classification": "Species identification"}
+    results = [EvalResult(task_type=f["task"], task_name=titles[f["task"]], dataset_type=str(training.get("dataset_id") or "custom"),
+                          dataset_name=dataset, dataset_split=str(training.get("eval_split") or "validation"),
+                          metric_type=f["type"], metric_name=f["name"], metric_value=f["value"])
+               for f in measured_figures(metrics) if f["metric"]][:MAX_METRICS]
+    return ModelCardData(library_name=LIBRARY, license=license or config.get("license") or "unknown", pipeline_tag=PIPELINE_TAG,
+                         tags=list(BASE_TAGS), model_name=name, eval_results=results or None)
 
 
-def build_card(config: dict, metrics: dict | None = None, *, repo_id: str | None = None, license: str | None = None, files: dict | None = None) -> str:
-    """README.md text: YAML front matter, then the human summary."""
-    meta = metadata(config, metrics, repo_id=repo_id, license=license)
+def build_card(config: dict, metrics: dict | None = None, *, repo_id: str | None = None, license: str | None = None, files: dict | None = None,
+               gallery: dict | None = None) -> ModelCard:
+    """The model card: ``card_data`` as its YAML front matter, then the
+    human summary (with ``plankton.gallery.summary``'s tables when given).
+    ``str(card)`` is the README.md text."""
+    data = card_data(config, metrics, repo_id=repo_id, license=license)
     names = class_names(config)
     det = config.get("detector") or {}
     emb = config.get("embedder") or {}
     ident = config.get("identifier") or {}
     title = config.get("name") or (repo_id or "plankton model").split("/")[-1]
-    lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip("\n"), "---", "", f"# {title}", ""]
+    lines = ["---", data.to_yaml(), "---", "", f"# {title}", ""]
 
     lines += [
         "A plankton identification model for brightfield microscope frames, made with the "
@@ -175,6 +169,16 @@ def build_card(config: dict, metrics: dict | None = None, *, repo_id: str | None
     else:
         lines += ["Not measured: this artifact has no metrics.json, so its accuracy is unknown. "
                   "Evaluate it on your own frames before relying on it.", ""]
+
+    if gallery:
+        lines += ["## Look-alike species", "",
+                  "The species pairs whose prototypes are closest (cosine of their closest sub-centres, and of their class means): "
+                  "the ones the model finds hardest to tell apart.", "", "| species | look-alike | sub-centres | means |", "|---|---|---|---|"]
+        lines += [f"| {_md(p['a'])} | {_md(p['b'])} | {p['cosine']:.3f} | {p['mean_cosine']:.3f} |" for p in gallery["closest_pairs"]] + [""]
+        lines += ["Training crops nearest to each of a species' sub-centres (its forms), and the lowest cosine between two of them:", "",
+                  "| species | crops per sub-centre | lowest cosine |", "|---|---|---|"]
+        lines += [f"| {_md(r['species'])} | {' · '.join(map(str, r['subcenter_crops'])) if r['subcenter_crops'] else 'not stored'} | "
+                  f"{r['lowest_subcenter_cosine']:.2f} |" for r in gallery["species"]] + [""]
 
     lines += ["## Training data", ""]
     training = config.get("training")
@@ -218,23 +222,7 @@ def build_card(config: dict, metrics: dict | None = None, *, repo_id: str | None
     versions = config.get("versions") or {}
     if versions or config.get("created"):
         lines += ["Built " + (f"{config['created']} " if config.get("created") else "") + "with " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", ""]
-    return "\n".join(lines)
+    return ModelCard("\n".join(lines))
 
 
-def front_matter(text: str) -> dict:
-    """Parse the YAML front matter of a card; ValueError when it is missing or invalid."""
-    if not text.startswith("---\n"):
-        raise ValueError("the card does not start with a YAML front matter block")
-    end = text.find("\n---\n", 4)
-    if end < 0:
-        raise ValueError("the card's YAML front matter is not closed")
-    try:
-        meta = yaml.safe_load(text[4:end])
-    except yaml.YAMLError as e:
-        raise ValueError(f"invalid YAML front matter: {e}") from None
-    if not isinstance(meta, dict):
-        raise ValueError("the YAML front matter is not a mapping")
-    return meta
-
-
-__all__ = ["build_card", "metadata", "front_matter", "measured_figures", "per_species_tables"]
+__all__ = ["build_card", "card_data", "measured_figures", "per_species_tables"]

@@ -1,0 +1,54 @@
+"""Small file helpers with no heavy imports (no torch, no Ultralytics), so
+that writing a CSV or checking a download stays cheap: atomic writes,
+sha256 checksums and one-line error messages."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line for people: its message with whitespace
+    folded, or its type's name when it has no message."""
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; on success it is renamed to
+    ``path`` (readable by others: 0644), on any error it is removed. So an
+    interrupted write never leaves a file that looks complete."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other users (a web app's account)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "one_line", "sha256"]

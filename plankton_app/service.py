@@ -1,0 +1,421 @@
+"""What the web app does, without the web: analysing uploads (each frame's
+models run once, at the detector's floor, and are cached by content),
+re-applying thresholds in milliseconds, enrolling species per session, and
+what the model's stored validation set says at any threshold. ``app.py``
+and ``plankton_app.tabs`` are thin Gradio layers over ``Service``."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from plankton.cascade import Cascade
+from plankton.crops import extract_crops
+from plankton.ecotaxa import object_crop
+from plankton.files import one_line
+from plankton.gallery import FILE as GALLERY_FILE
+from plankton.gallery import Exemplars
+from plankton.images import ImageError, read_image
+from plankton.metrics import per_class_table, predict_labels
+from plankton.prototypes import Prototypes
+from plankton.results import NOT_PLANKTON, UNKNOWN
+from plankton.validation import FILE as VALIDATION_FILE
+from plankton.validation import ValidationSet
+from plankton.writers import coco_results
+
+from . import render
+from .render import THUMB_SIDE, data_uri, downscale
+from .session import Computed, Frame, Session, View
+from .uploads import MAX_FRAMES, MAX_PIXELS, InputError, iter_sources
+
+CACHE_FRAMES = 16  # analysed frames kept across sessions (keyed by file content)
+PUSH_REPO_ENV, PUSH_REVISION_ENV = "PLANKTON_PUSH_REPO", "PLANKTON_PUSH_REVISION"  # where saved versions are published
+
+
+class Service:
+    """A loaded model and everything the app does with it."""
+
+    def __init__(self, cascade: Cascade, description: str = ""):
+        self.cascade = cascade
+        self.config = cascade.config
+        self.folder = cascade.path or Path(".")
+        self.description = description or str(self.folder)
+        self.topk = cascade.identifier.cfg.topk
+        self.problems: list[str] = []  # optional artifact files that could not be read
+        self.validation = self._optional(VALIDATION_FILE, ValidationSet.load)
+        self.metrics = self._optional("metrics.json", lambda p: json.loads(Path(p).read_text(encoding="utf-8")))
+        self.reliability = self.folder / "reliability.png" if (self.folder / "reliability.png").is_file() else None
+        self.exemplars = self._optional(GALLERY_FILE, Exemplars.load)
+        self._cache: OrderedDict[str, Computed] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._model_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, folder: str | Path | None = None, repo_id: str | None = None, revision: str | None = None, device: str = "cpu") -> "Service":
+        """Load the model once: ``folder``; else the Hub repo (argument or
+        $PLANKTON_MODEL_REPO), its cached copy, $PLANKTON_MODEL_DIR or the
+        bundled model, in that order (``plankton.hub.load_resolved``). The
+        runtime is "auto": ONNX Runtime where the artifact carries current
+        ONNX files (same outputs, faster on the CPU)."""
+        if folder is not None:
+            from plankton.artifact import load_artifact
+
+            return cls(load_artifact(folder, device=device, runtime="auto"), f"--model {folder}")
+        from plankton.hub import load_resolved
+
+        cascade, resolved = load_resolved(repo_id, revision, device=device, runtime="auto")
+        return cls(cascade, resolved.description)
+
+    def _optional(self, name: str, loader):
+        path = self.folder / name
+        if not path.is_file():
+            return None
+        try:
+            return loader(path)
+        except Exception as e:  # a broken optional file must not stop the app
+            self.problems.append(f"{name}: {one_line(e)}")
+            return None
+
+    # ---- thresholds
+    @property
+    def det_floor(self) -> float:
+        return float(self.cascade.det_floor)
+
+    @property
+    def det_conf(self) -> float:
+        return float(self.cascade.det_conf)
+
+    @property
+    def cls_conf(self) -> float:
+        return float(self.cascade.cls_conf)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.cascade.identifier.prototypes.names)
+
+    def thumbnails(self, image: np.ndarray, xyxy: np.ndarray) -> list[str]:
+        """The objects' crops as the embedder sees them (same window), small, as data URIs."""
+        crop = dataclasses.replace(self.cascade.identifier.cfg.crop, size=THUMB_SIDE)
+        return [data_uri(c) for c in extract_crops(image, xyxy, crop)]
+
+    # ---- analysis (runs the models)
+    def compute(self, image: np.ndarray, key: str | None = None) -> Computed:
+        """Run both models on one H×W×3 frame at the detector floor (cached by ``key``)."""
+        if key is not None:
+            with self._cache_lock:
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+                    return hit
+        with self._model_lock:
+            analysis = self.cascade.analyse(image, "")
+        thumbs = self.thumbnails(image, analysis.detections.xyxy)
+        display, scale = downscale(image)
+        layout = self.validation.place(analysis.embeddings) if self.validation is not None else None
+        crops = [np.ascontiguousarray(object_crop(image, b)) for b in analysis.detections.xyxy]
+        computed = Computed(analysis, np.ascontiguousarray(display), scale, thumbs, layout, crops)
+        if key is not None:
+            with self._cache_lock:
+                self._cache[key] = computed
+                while len(self._cache) > CACHE_FRAMES:
+                    self._cache.popitem(last=False)
+        return computed
+
+    def analyse(self, paths: Iterable[str | os.PathLike], progress: Callable[[float, str], None] | None = None,
+                previous: Session | None = None) -> Session:
+        """Uploaded files → a Session (models run once per new frame).
+        Unusable files become ``session.messages``; InputError if nothing
+        could be used. Enrolled species, corrections and the sample's
+        settings of ``previous`` carry over."""
+        paths = [p for p in (paths or []) if p]
+        if not paths:
+            raise InputError("No file uploaded.")
+        problems: list[str] = []
+        session = Session()
+        for src in iter_sources(paths, problems):
+            if len(session.frames) >= MAX_FRAMES:  # stop reading: the rest is not even decompressed
+                problems.append(f"more than {MAX_FRAMES} frames: only the first {MAX_FRAMES} were analysed")
+                break
+            try:
+                image = read_image(src.data, max_pixels=MAX_PIXELS, name=src.name)
+            except ImageError as e:
+                problems.append(str(e))
+                continue
+            if progress is not None:
+                progress(len(session.frames) / max(len(paths), len(session.frames) + 1), f"Analysing {src.name}")
+            key = hashlib.sha256(src.data).hexdigest()
+            try:
+                computed = self.compute(image, key)
+            except MemoryError:  # e.g. crops of a 200000×10 frame: skip it, keep serving
+                problems.append(f"{src.name}: out of memory analysing a {image.shape[1]}x{image.shape[0]} frame")
+                continue
+            session.frames.append(Frame(src.name, computed))
+        session.messages = problems
+        if not session.frames:
+            raise InputError("No usable image in the upload. " + " · ".join(problems))
+        if previous is not None:  # what outlives an upload: enrolled species, corrections, the sample, a saved version
+            session = dataclasses.replace(session, earlier=previous.all_corrections(), sample=previous.sample, version=previous.version)
+            if previous.prototypes is not None:
+                session = self._with_prototypes(session, previous.prototypes, previous.enrolled)
+        return session
+
+    # ---- thresholds (fast; no model)
+    def clamp(self, det_conf: float | None, cls_conf: float | None) -> tuple[float, float]:
+        det = self.det_conf if det_conf is None else float(det_conf)
+        cls = self.cls_conf if cls_conf is None else float(cls_conf)
+        return max(det, self.det_floor), cls
+
+    def refilter(self, session: Session, det_conf: float | None = None, cls_conf: float | None = None) -> View:
+        """Apply thresholds to cached analyses (no model runs), then the
+        session's corrections: a corrected object takes its label (and is
+        marked corrected), one marked not plankton leaves the results."""
+        det, cls = self.clamp(det_conf, cls_conf)
+        frames, ids = [], []
+        for i, off in enumerate(session.starts):
+            a = session.analysis(i)
+            fr = a.resolve(det, cls, self.topk)
+            # FrameAnalysis.resolve keeps detections with score ≥ det_conf, in order
+            oid = off + np.flatnonzero(a.detections.score >= det)
+            if session.corrections:
+                pairs = [(k, o if k not in session.corrections else dataclasses.replace(o, species=session.corrections[k], corrected=True))
+                         for k, o in zip(oid.tolist(), fr.objects)]
+                pairs = [(k, o) for k, o in pairs if o.species != NOT_PLANKTON]
+                fr = dataclasses.replace(fr, objects=[o for _, o in pairs])
+                oid = np.array([k for k, _ in pairs], int)
+            frames.append(fr)
+            ids.append(oid)
+        return View(frames, ids, det, cls)
+
+    # ---- corrections
+    def correct(self, session: Session, object_id: int, label: str) -> Session:
+        """A new session in which object ``object_id`` of the upload is
+        ``label``: a known species, a new name, or ``NOT_PLANKTON``; an empty
+        label removes the correction."""
+        label = " ".join(str(label or "").split())
+        if label == UNKNOWN:
+            raise InputError(f"'{UNKNOWN}' is the model's answer, not a label; choose a species, a new name, or '{NOT_PLANKTON}'.")
+        try:
+            object_id = int(object_id)
+        except (TypeError, ValueError):
+            raise InputError(f"{object_id!r} is not an object number.") from None
+        if not 0 <= object_id < session.n_detections:
+            raise InputError(f"No object {object_id} in this upload (ids go from 0 to {session.n_detections - 1}).")
+        corrections = {k: v for k, v in session.corrections.items() if k != object_id} | ({object_id: label} if label else {})
+        return dataclasses.replace(session, corrections=corrections)
+
+    def corrections_coco(self, session: Session) -> dict:
+        """The session's corrections as a COCO file: the frames (file names as
+        uploaded; a zip member by its path inside the zip), the boxes and
+        their labels. Input for ``python -m plankton classify``, for
+        ``python -m plankton enrol`` and for training."""
+        corrections = session.all_corrections()
+        cats = [dict(c) for c in self.config.get("categories", [])]
+        for label in sorted({c.label for c in corrections} - {c["name"] for c in cats}):
+            cats.append({"id": max((c["id"] for c in cats), default=0) + 1, "name": label})
+        by_name = {c["name"]: c["id"] for c in cats}
+        images: dict[str, dict] = {}
+        anns = []
+        for c in corrections:
+            name = c.image.split(".zip/", 1)[-1]
+            im = images.setdefault(name, {"id": len(images) + 1, "file_name": name, "width": c.width, "height": c.height})
+            x1, y1, x2, y2 = c.xyxy
+            anns.append({"id": len(anns) + 1, "image_id": im["id"], "category_id": by_name[c.label], "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                         "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0})
+        return {"info": {"description": f"corrections made in the plankton app on model {self.config.get('name')!r}"},
+                "images": list(images.values()), "categories": cats, "annotations": anns}
+
+    def coco(self, view: View, session: Session | None = None) -> dict:
+        """The view as COCO results; species enrolled or named by corrections get categories too."""
+        cats = [dict(c) for c in self.config.get("categories", [])] or [{"id": i + 1, "name": n} for i, n in enumerate(self.class_names)]
+        extra = list(session.enrolled if session else []) + sorted({o.species for f in view.frames for o in f.objects if o.corrected})
+        for name in extra:
+            if name not in {c["name"] for c in cats} and name != UNKNOWN:
+                cats.append({"id": max((c["id"] for c in cats), default=0) + 1, "name": name})
+        return coco_results(view.frames, cats)
+
+    # ---- the sample: sizes, concentrations, exports
+    def sample_files(self, session: Session, view: View) -> dict[str, str | bytes]:
+        """{file name: contents} of the sample's downloads at these thresholds,
+        corrections applied: detections with sizes, counts and concentration
+        (with a volume), and an EcoTaxa import folder as a zip."""
+        from plankton.writers import sample_tables
+
+        files: dict[str, str | bytes] = {"detections.csv": view.csv(session.sample.um_per_px)}
+        files |= sample_tables(view.frames, session.sample, [n for n in self.class_names if n != NOT_PLANKTON])
+        files["ecotaxa.zip"] = self.ecotaxa_zip(session, view)
+        return files
+
+    def ecotaxa_zip(self, session: Session, view: View) -> bytes:
+        """An EcoTaxa import folder (``plankton.ecotaxa``) of the view, zipped."""
+        import io
+        import tempfile
+        import zipfile
+
+        from plankton import __version__
+        from plankton.ecotaxa import EcotaxaExport, ExportInfo
+
+        info = ExportInfo(f"plankton_app_{time.strftime('%Y%m%d')}", session.sample.um_per_px, session.sample.volume_ul,
+                          f"plankton {__version__}", str(self.config.get("name") or ""))
+        with tempfile.TemporaryDirectory() as tmp:
+            export = EcotaxaExport(tmp, info)
+            for (fi, f), fr, ids in zip(enumerate(session.frames), view.frames, view.ids):
+                start = session.starts[fi]
+                export.add(fr, [f.computed.crops[k - start] for k in ids])
+            export.close()
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+                for p in sorted(Path(tmp).iterdir()):
+                    zf.write(p, p.name)
+        return buf.getvalue()
+
+    # ---- a new model version from the session's corrections
+    def save_version(self, session: Session, folder: str | Path, force: bool = False):
+        """Enrol the session's corrections into a child of the loaded model,
+        written to ``folder`` (``plankton.enrol``: refused when it costs the
+        existing species more than 0.01 top-1, unless ``force``). Returns
+        (report, session now using the child's prototypes)."""
+        from plankton.enrol import enrol
+
+        corrections = session.all_corrections()
+        if not corrections:
+            raise InputError("There are no corrections in this session: correct some objects in the Review tab first.")
+        examples: dict[str, list] = {}
+        for c in corrections:
+            examples.setdefault(c.label, []).append(c.embedding)
+        coco = json.dumps(self.corrections_coco(session), sort_keys=True).encode()
+        source = {"kind": "app session", "corrections_sha256": hashlib.sha256(coco).hexdigest(), "objects": len(corrections)}
+        report = enrol(self.folder, {k: np.stack(v) for k, v in examples.items()}, folder, force=force, source=source)
+        child = Prototypes.load(Path(folder) / "prototypes.safetensors")
+        switched = self._with_prototypes(session, child, [n for n in child.names if n not in self.class_names and n != NOT_PLANKTON])
+        return report, dataclasses.replace(switched, version=str(folder))
+
+    def publish_version(self, folder: str | Path) -> dict | None:
+        """Push a saved version to the Hub repo named by $PLANKTON_PUSH_REPO
+        (branch $PLANKTON_PUSH_REVISION, default main) with
+        ``plankton.publish``, as ``python -m hub push`` does; None when no
+        repo is configured. The token is huggingface_hub's (HF_TOKEN)."""
+        repo = os.environ.get(PUSH_REPO_ENV, "").strip()
+        if not repo:
+            return None
+        from plankton.publish import push_artifact
+
+        endpoint = os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or None
+        return push_artifact(folder, repo, revision=os.environ.get(PUSH_REVISION_ENV, "").strip() or None, endpoint=endpoint,
+                             commit_message=f"Model version saved from the app's corrections ({Path(folder).name})")
+
+    # ---- enrolment
+    def _with_prototypes(self, session: Session, prototypes: Prototypes, enrolled: list[str]) -> Session:
+        sims = [prototypes.similarity(f.analysis.embeddings) for f in session.frames]
+        val = prototypes.similarity(self.validation.embeddings) if self.validation is not None else None
+        offsets = self.cascade.identifier.cfg.offsets(prototypes.names)  # an enrolled species has the global threshold
+        return dataclasses.replace(session, prototypes=prototypes, similarity=sims, val_similarity=val, class_offsets=offsets, enrolled=list(enrolled))
+
+    def enrol(self, session: Session, name: str, object_ids: Iterable[int]) -> Session:
+        """A new species (or new examples of one) from objects of the upload,
+        by id: a new session whose prototypes include it. No retraining; the
+        model shared by all users is unchanged."""
+        name = " ".join(str(name or "").split())
+        if not name:
+            raise InputError("Give the new species a name.")
+        if name == UNKNOWN:
+            raise InputError(f"'{UNKNOWN}' is reserved; choose another name.")
+        ids = sorted(set(int(i) for i in object_ids))
+        if not ids:
+            raise InputError("Choose at least one object (its # in the table).")
+        bad = [i for i in ids if not 0 <= i < session.n_detections]
+        if bad:
+            raise InputError(f"No object {', '.join(map(str, bad))} in this upload (ids go from 0 to {session.n_detections - 1}).")
+        emb = []
+        for i in ids:
+            fi, di = session.locate(i)
+            emb.append(session.frames[fi].analysis.embeddings[di])
+        base = session.prototypes or self.cascade.identifier.prototypes
+        # With the support embeddings kept, examples of a known species join it instead of replacing it.
+        protos = base.add({name: np.stack(emb)}) if base.support is not None else base.enrol(name, np.stack(emb))
+        return self._with_prototypes(session, protos, session.enrolled + ([name] if name not in session.enrolled else []))
+
+    # ---- the model
+    def model_info(self) -> dict:
+        c = self.config
+        prot = c.get("prototypes", {})
+        return {
+            "name": c.get("name"),
+            "source": self.description,
+            "folder": str(self.folder),
+            "created": c.get("created"),
+            "versions": c.get("versions", {}),
+            "training": c.get("training") or (self.metrics or {}).get("training"),
+            "classes": list(prot.get("names", self.class_names)),
+            "runtime": self.cascade.runtime,
+            "detector": {k: c.get("detector", {}).get(k) for k in ("architecture", "imgsz", "conf", "tile")},
+            "embedder": {k: c.get("embedder", {}).get(k) for k in ("backbone", "dim", "size_features")} | {"crop": c.get("identifier", {}).get("crop")},
+            "thresholds": {"det_floor": self.det_floor, "det_conf": self.det_conf, "cls_conf": self.cls_conf,
+                           "class_thresholds": dict(self.cascade.identifier.cfg.class_thresholds)},
+            "has_validation": self.validation is not None,
+            "metrics": {k: v for k, v in (self.metrics or {}).items() if k in ("detection", "end_to_end", "split")}
+                       | {"identification": {k: v for k, v in ((self.metrics or {}).get("identification") or {}).items() if not isinstance(v, (list, dict))}},
+            "problems": list(self.problems),
+        }
+
+    def per_class(self, cls_conf: float | None = None, session: Session | None = None) -> list[dict]:
+        """Per-species precision/recall/F1/support on the stored validation
+        set at ``cls_conf`` (with a session's enrolled species, if any).
+        Without a validation set: the table stored in metrics.json."""
+        cls = self.cls_conf if cls_conf is None else float(cls_conf)
+        if self.validation is None:
+            return list(((self.metrics or {}).get("identification") or {}).get("per_class") or [])
+        sim, names, thresholds = self._val_similarity(session, cls)
+        rows = per_class_table(np.asarray(self.validation.true_names, dtype=object), sim, names, thresholds)
+        by_name = {n: round(float(t), 4) for n, t in zip(names, thresholds)}
+        return [r | {"threshold": by_name.get(r["species"])} for r in rows]
+
+    def _val_similarity(self, session: Session | None, cls_conf: float) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """Validation similarities, class names and per-class thresholds at
+        global threshold ``cls_conf`` (with the session's enrolled species)."""
+        if session is not None and session.val_similarity is not None:
+            return session.val_similarity, list(session.prototypes.names), cls_conf + session.class_offsets
+        names = list(self.validation.class_names)
+        return self.validation.similarity, names, cls_conf + self.cascade.identifier.cfg.offsets(names)
+
+    def validation_answers(self, cls_conf: float, session: Session | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(true species, the answers at global threshold ``cls_conf``) of
+        the stored validation objects (with a session's enrolled species)."""
+        sim, names, thresholds = self._val_similarity(session, float(cls_conf))
+        return np.asarray(self.validation.true_names, dtype=object), predict_labels(sim, names, thresholds)
+
+    def coverage(self, cls_conf: float, session: Session | None = None) -> dict | None:
+        """Share of validation objects that get a name at ``cls_conf``, and
+        the accuracy on those."""
+        if self.validation is None or not len(self.validation.true_names):
+            return None
+        true, pred = self.validation_answers(cls_conf, session)
+        named = pred != UNKNOWN
+        return {"n": int(len(true)), "coverage": float(named.mean()), "accuracy": float(np.mean(pred[named] == true[named])) if named.any() else float("nan")}
+
+    # ---- start-up
+    def warm_up(self, frame: str | os.PathLike | None = None) -> float:
+        """One full inference, so the first user does not pay for lazy
+        initialisation; ``frame`` (e.g. an example) stays cached, so its
+        first use is instant. Returns seconds taken."""
+        t = time.perf_counter()
+        key = None
+        if frame is not None:
+            data = Path(frame).read_bytes()
+            image, key = read_image(data, max_pixels=MAX_PIXELS, name=str(frame)), hashlib.sha256(data).hexdigest()
+        else:
+            image = np.random.default_rng(0).integers(150, 230, size=(720, 1280, 3), dtype=np.uint8)
+        computed = self.compute(image, key)
+        session = Session([Frame("warm-up", computed)])
+        view = self.refilter(session)
+        render.annotated(session, view)
+        render.table(session, view)
+        return time.perf_counter() - t
+

