@@ -142,7 +142,8 @@ def write_outputs(out: Path, frames: dict[str, FrameResult], categories: list[di
         pass
 
 
-def export_ecotaxa(out: Path, paths: list[str], frames: dict[str, FrameResult], info, max_pixels: int | None, report: Callable[[str], None]) -> Path:
+def export_ecotaxa(out: Path, paths: list[str], frames: dict[str, FrameResult], info, max_pixels: int | None, report: Callable[[str], None],
+                   quiet: bool = False) -> Path:
     """An EcoTaxa import folder ``out`` of the finished frames: each frame is
     read again (whichever engine analysed it) to cut its objects' crops."""
     from tqdm import tqdm
@@ -152,7 +153,7 @@ def export_ecotaxa(out: Path, paths: list[str], frames: dict[str, FrameResult], 
     export = EcotaxaExport(out, info)
     order = {k: i for i, k in enumerate(sorted(frames, key=lambda k: (frames[k].image, k)))}
     items = sorted((it for it in iter_items(paths) if it.key in order and frames[it.key].objects), key=lambda it: order[it.key])
-    for item in tqdm(items, desc="EcoTaxa crops", unit="frame", disable=len(items) < 2):
+    for item in tqdm(items, desc="EcoTaxa crops", unit="frame", disable=quiet or len(items) < 2):
         try:
             export.add_image(read(item, max_pixels), frames[item.key])
         except ImageError as e:  # changed since it was analysed: its objects are left out, the rest goes on

@@ -119,7 +119,7 @@ def cmd_predict(args) -> int:
 
             info = ExportInfo(args.sample_id or out.resolve().name, sample.um_per_px, sample.volume_ul, f"plankton {__version__}",
                               str(cascade.config.get("name") or ""))
-            export_ecotaxa(out / "ecotaxa", args.paths, frames, info, args.max_pixels, _err)
+            export_ecotaxa(out / "ecotaxa", args.paths, frames, info, args.max_pixels, _err, args.quiet)
     except OSError as e:  # disk full, read-only folder…: finished frames stay in the journal
         journal.close()
         _err(f"cannot write the results to {out}: {e.strerror or e}; rerun with --resume once that is fixed")

@@ -104,7 +104,7 @@ def _folder(full: str, shown: str) -> Iterator[Item]:
                 yield _file(os.path.join(folder, f), os.path.normpath(os.path.join(shown, rel, f)))
 
 
-def _member_problem(name: str) -> str | None:
+def member_problem(name: str) -> str | None:
     """Why an archive member is skipped ("" = silently), or None to read
     it; the same rules as the app's uploads. Members are only ever read
     into memory, never extracted, but a ``..`` or absolute name still
@@ -130,7 +130,7 @@ def _members(full: str, shown: str, entries) -> Iterator[Item]:
         key, label = (f"{full}/{name}", f"{shown}/{name}") if name else (f"{full}/", shown)
         base = name.replace("\\", "/").rsplit("/", 1)[-1]
         if problem is None:
-            problem = _member_problem(name)
+            problem = member_problem(name)
         if problem is None and size > MAX_MEMBER_BYTES:
             problem = f"{size} bytes exceeds the limit of {MAX_MEMBER_BYTES}"
         if problem is None:
@@ -277,4 +277,4 @@ def read(item: Item, max_pixels: int | None) -> np.ndarray:
     return read_image(item.path, max_pixels=max_pixels, name=item.shown)
 
 
-__all__ = ["Item", "plan", "expand", "iter_items", "read", "MANIFEST_SUFFIXES", "TAR_SUFFIXES", "ZIP_SUFFIXES"]
+__all__ = ["Item", "plan", "expand", "iter_items", "member_problem", "read", "MANIFEST_SUFFIXES", "TAR_SUFFIXES", "ZIP_SUFFIXES"]

@@ -97,8 +97,10 @@ def int8_status(folder: str | Path, config: dict, route: str | None = None) -> s
     """Why the artifact's INT8 files cannot be used (None if they can)."""
     folder = Path(folder)
     section = config.get("int8")
-    if not isinstance(section, dict) or section.get("route") not in ROUTE_FILES:
+    if not isinstance(section, dict):
         return f"{folder}: config.json has no 'int8' section (run: python -m training.quantize {folder} --data DATA)"
+    if section.get("route") not in ROUTE_FILES:
+        return f"{folder}: no INT8 files were shipped ({section.get('why', 'no route recorded')})"
     if route is not None and section["route"] != route:
         return f"{folder}: its INT8 files are for {section['route']}, not {route}"
     files = section.get("files") or {}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from plankton.files import one_line
-from plankton.images import IMAGE_EXTENSIONS
+from plankton.inputs import member_problem
 
 # Limits for untrusted uploads (each can be overridden by an environment variable).
 MAX_FRAMES = int(os.environ.get("PLANKTON_APP_MAX_FRAMES", 20))
@@ -34,23 +34,17 @@ class Source:
 
 
 def _member_problem(info: zipfile.ZipInfo) -> str | None:
-    """Why a zip member is skipped ("" = silently), or None to read it."""
-    name = info.filename.replace("\\", "/")
-    parts = PurePosixPath(name).parts
+    """Why a zip member is skipped ("" = silently), or None to read it: the
+    command line's rules (``plankton.inputs.member_problem``), and a word
+    for a person about members that are not images or are encrypted."""
     if info.is_dir():
         return ""
-    if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
-        return "unsafe path, skipped"
-    if any(p.startswith(".") or p == "__MACOSX" for p in parts):
-        return ""
-    suffix = PurePosixPath(name).suffix.lower()
-    if suffix in (".zip", ".tar", ".gz", ".tgz", ".7z", ".rar", ".bz2", ".xz"):
-        return "nested archive, not opened"
-    if suffix not in IMAGE_EXTENSIONS:
+    why = member_problem(info.filename)
+    if why == "" and not any(p.startswith(".") or p == "__MACOSX" for p in PurePosixPath(info.filename.replace("\\", "/")).parts):
         return "not an image file, skipped"
-    if info.flag_bits & 0x1:
+    if why is None and info.flag_bits & 0x1:
         return "encrypted, skipped"
-    return None
+    return why
 
 
 def iter_zip(path: str | Path, name: str, problems: list[str], max_member_bytes: int = MAX_FILE_BYTES) -> Iterator[Source]:

@@ -135,3 +135,18 @@ def test_saved_version_is_published_and_pulled_back(corrected, server, tmp_path,
     monkeypatch.delenv("PLANKTON_PUSH_REPO")
     assert service.publish_version(tmp_path / "v2") is None  # nothing configured: nothing published
     assert Path(resolved.path).is_dir()
+
+
+def test_training_leaves_not_plankton_boxes_out(corrected, tmp_path):
+    """Corrections are valid training input: prepare keeps the species'
+    boxes and drops the not-plankton ones (neither detector targets nor a class)."""
+    from training import prepare
+
+    prepare.main(["--coco", str(corrected["path"]), "--images", str(EXAMPLES / "frames"), "--out", str(tmp_path),
+                  "--val-fraction", "0.0", "--no-audit"])
+    index = json.loads((tmp_path / "crops.json").read_text())
+    names = {c["id"]: c["name"] for c in index["categories"]}
+    assert "not plankton" not in names.values() and len(index["crops"]) == 2
+    assert {names[c["category_id"]] for c in index["crops"]} == {NEW, corrected["known"]}
+    (label,) = (tmp_path / "detector" / "labels" / "train").glob("*.txt")
+    assert len(label.read_text().split()) == 2 * 5  # two YOLO boxes, not three

@@ -75,7 +75,7 @@ def test_to_dict_round_trips_and_subset(tmp_path):
     sub = ds.subset([2])
     assert list(sub.images) == [2] and [b.id for b in sub.boxes] == [12]
     assert sub.categories == ds.categories
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"image ids not in the dataset: \[7\]"):
         ds.subset([7])
 
 

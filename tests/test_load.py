@@ -117,7 +117,9 @@ def test_many_clients(server):
           f"upload files {uploads_20} -> {uploads_200}, download files {downloads_20} -> {downloads_200}")
     assert done[0] == TOTAL and not errors, "\n".join(errors[:10])
     assert rss_200 - rss_20 < MAX_GROWTH_MB
-    if len(marks) > 1:
+    # one mark per 100 requests after the first 20: the default 200 gives two, so the late window is checked
+    assert len(marks) >= 2 or TOTAL <= FIRST + 100, marks
+    if len(marks) >= 2:  # only a PLANKTON_LOAD_REQUESTS of FIRST + 100 or fewer has no late window
         assert marks[-1][1] - marks[-2][1] < MAX_LATE_GROWTH_MB, marks
     # the same frame uploaded again and again is stored once (by content); so are the
     # annotated frames and the downloads of each distinct view

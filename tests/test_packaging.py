@@ -78,3 +78,22 @@ def test_wheel_holds_the_library_and_the_app_package(tmp_path):
     assert "plankton_app/examples/frames.coco.json" in names and sum(n.startswith("plankton_app/examples/frames/") for n in names) == 3
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "plankton = plankton.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+@pytest.mark.parametrize("module", ["plankton.writers", "plankton.hub", "plankton.manifest", "plankton.files", "plankton.measure",
+                                    "plankton.ecotaxa", "plankton.inputs", "plankton.publish", "plankton.gallery"])
+def test_light_modules_do_not_import_torch(module):
+    """Writing a CSV, checking a download or resolving a Hub path stays
+    cheap: these modules never pull in torch, Ultralytics or scikit-learn."""
+    code = f"import sys, {module}; print(sorted(m for m in ('torch', 'ultralytics', 'sklearn') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", f"{module} imports {out}"
+
+
+def test_library_never_imports_the_app_training_or_hub():
+    """Dependencies point one way: app.py, plankton_app, training and hub
+    import plankton; plankton imports none of them."""
+    for path in (REPO / "plankton").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            assert not any(n.split(".")[0] in {"plankton_app", "training", "hub", "app"} for n in names), f"{path.name} imports {names}"

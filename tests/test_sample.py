@@ -136,3 +136,31 @@ def test_the_format_check_catches_each_breakage(export, breakage, message):
     export.write_text("\n".join("\t".join(r) for r in [h, t, *d]) + "\n", encoding="utf-8-sig")
     problems = check_folder(export.parent)
     assert any(message in p for p in problems), problems
+
+
+@pytest.mark.slow
+def test_predict_writes_the_sample_report(tiny_artifact, tmp_path):
+    """`predict --um-per-px --volume-ul --export ecotaxa` on the example
+    frames: sizes in detections.csv, counts.csv totals equal to its rows,
+    concentrations from those counts, and an EcoTaxa folder that passes
+    the format check with one crop per object."""
+    from conftest import EXAMPLES
+    from plankton.cli import main
+
+    out = tmp_path / "out"
+    code = main(["predict", str(EXAMPLES / "frames"), "--out", str(out), "--model", str(tiny_artifact), "--det-conf", "0.001",
+                 "--um-per-px", "0.5", "--volume-ul", "2", "--export", "ecotaxa", "--sample-id", "st7", "--quiet"])
+    assert code == 0
+    detections = list(csv.DictReader(open(out / "detections.csv")))
+    assert detections, "the tiny model finds objects at its floor"
+    for r in detections[:20]:
+        w = (float(r["x2"]) - float(r["x1"])) * 0.5
+        assert abs(float(r["width_um"]) - w) < 0.03
+    counts = list(csv.DictReader(open(out / "counts.csv")))
+    assert sum(int(r["total"]) for r in counts) == len(detections) and len(counts) == 3
+    conc = {r["species"]: r for r in csv.DictReader(open(out / "concentration.csv"))}
+    assert int(conc["total"]["count"]) == len(detections) and float(conc["total"]["volume_ml"]) == pytest.approx(0.006)
+    assert float(conc["total"]["cells_per_ml"]) == pytest.approx(len(detections) / 0.006, rel=1e-5)
+    assert check_folder(out / "ecotaxa") == []
+    (tsv,) = (out / "ecotaxa").glob("ecotaxa_*.tsv")
+    assert tsv.name == "ecotaxa_st7.tsv" and len(list((out / "ecotaxa").glob("*.png"))) == len(detections)

@@ -6,6 +6,7 @@ frames or tiles) and the identifier's crop index, from a frame-level split.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from plankton.data import CocoDataset, load_coco, split_frames, write_split
+from plankton.results import NOT_PLANKTON
 from plankton.geometry import tile_origins
 
 from .common import log, setup, write_json
@@ -92,6 +94,11 @@ def main(argv=None) -> dict:
     setup(args.seed)
 
     ds = load_coco(args.coco, args.images, strict=False)
+    # Boxes people marked "not plankton" (the app's corrections) are not objects: neither detector targets nor a species.
+    negatives = {c.id for c in ds.categories.values() if c.name == NOT_PLANKTON}
+    if negatives:
+        ds = dataclasses.replace(ds, boxes=[b for b in ds.boxes if b.category_id not in negatives],
+                                 categories={i: c for i, c in ds.categories.items() if i not in negatives})
     for problem in ds.problems:
         log.warning("skipped: %s", problem)
     if args.limit:

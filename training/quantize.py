@@ -21,8 +21,8 @@ In both, the detection head's decoding (DFL, box arithmetic, the score
 sigmoid and the concatenation of pixel boxes with 0..1 scores, which share
 no sensible 8-bit scale) stays in fp32, as Ultralytics' own OpenVINO INT8
 export does ("decode"); a second variant also keeps the head's
-convolutions in fp32 ("head"; on the bundled model it halved the AP@0.5
-loss, 0.0047 → 0.0033, for about 15% more detector time). The
+convolutions in fp32 ("head"; on the bundled model it cut the AP@0.5
+loss from 0.0047 to 0.0033 for 15-25% more detector time). The
 embedder's final L2 normalisation stays fp32 too.
 
 Then ``training.int8_parity`` runs fp32 ONNX and each route on the
