@@ -5,9 +5,6 @@ Loading never unpickles anything."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -16,6 +13,7 @@ from . import __version__
 from .cascade import Cascade
 from .detector import Detector, DetectorConfig, build_detection_model
 from .embedder import EmbeddingNet
+from .files import atomic_folder
 from .identifier import Identifier, IdentifierConfig
 from .manifest import (CONFIG, DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, FORMAT_VERSION, PROTOTYPES, ArtifactError, model_dir, read_config,
                        write_manifest)
@@ -59,9 +57,7 @@ def save_artifact(
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    with atomic_folder(folder) as tmp:  # safetensors writes 0600; the folder's files end up readable by a web app's account
         dtype = getattr(torch, weights_dtype)
         save_file(_state(detector, dtype), str(tmp / DETECTOR_WEIGHTS))
         save_file(_state(embedder, dtype), str(tmp / EMBEDDER_WEIGHTS))
@@ -83,16 +79,7 @@ def save_artifact(
             "prototypes": protos_section,
             "categories": categories or [{"id": i + 1, "name": n} for i, n in enumerate(prototypes.names)],
         } | (extra or {})
-        for p in tmp.iterdir():
-            os.chmod(p, 0o644)  # safetensors writes 0600: other users (a web app's account) must read the weights
         write_manifest(tmp, config)
-        os.chmod(tmp, 0o755)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -108,7 +108,7 @@ class CocoDataset:
         }
 
 
-def _as_int(v) -> int | None:
+def as_int(v) -> int | None:
     # Some exporters write 1920.0; accept integral floats, never bools.
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
@@ -127,10 +127,10 @@ def _group_by_id(entries: list, kind: str, problems: list[str]) -> dict[int, lis
     for i, e in enumerate(entries):
         if not isinstance(e, dict):
             problems.append(f"{kind}[{i}]: expected an object, got {type(e).__name__}")
-        elif _as_int(e.get("id")) is None:
+        elif as_int(e.get("id")) is None:
             problems.append(f"{kind}[{i}]: missing or non-integer id {e.get('id')!r}")
         else:
-            groups[_as_int(e["id"])].append(e)
+            groups[as_int(e["id"])].append(e)
     return groups
 
 
@@ -155,7 +155,7 @@ def _parse_images(entries: list, root: Path, check_files: bool,
     images = {}
     for iid, group in groups.items():
         e = group[0]
-        fn, w, h = e.get("file_name"), _as_int(e.get("width")), _as_int(e.get("height"))
+        fn, w, h = e.get("file_name"), as_int(e.get("width")), as_int(e.get("height"))
         if len(group) > 1:
             # Ambiguous which file the boxes belong to, so none of them is kept.
             files = ", ".join(str(g.get("file_name")) for g in group)
@@ -214,7 +214,7 @@ def _parse_boxes(entries: list, images: dict[int, CocoImage], image_ids: set[int
     boxes = []
     for aid, group in _group_by_id(entries, "annotations", problems).items():
         e = group[0]
-        iid, cid = _as_int(e.get("image_id")), _as_int(e.get("category_id"))
+        iid, cid = as_int(e.get("image_id")), as_int(e.get("category_id"))
         if len(group) > 1:
             on = ", ".join(str(g.get("image_id")) for g in group)
             problems.append(f"annotation id {aid} appears {len(group)} times (images {on})")
@@ -231,7 +231,10 @@ def _parse_boxes(entries: list, images: dict[int, CocoImage], image_ids: set[int
     return boxes
 
 
-def _read_json(path: Path) -> tuple[dict, bytes]:
+def read_coco_json(path: str | os.PathLike) -> tuple[dict, bytes]:
+    """A COCO file's document (images, annotations and categories as lists)
+    and its bytes; CocoError, one line, when it is not one."""
+    path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -263,7 +266,7 @@ def load_coco(json_path: str | os.PathLike, image_root: str | os.PathLike | None
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     json_path = Path(json_path)
     root = Path(image_root) if image_root is not None else json_path.parent
-    doc, raw = _read_json(json_path)
+    doc, raw = read_coco_json(json_path)
     problems: list[str] = []
     categories, category_ids = _parse_categories(doc["categories"], problems)
     images, image_ids = _parse_images(doc["images"], root, check_files, problems)

@@ -16,16 +16,14 @@ existing species more than ``max_drop`` top-1 is refused unless forced.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .files import sha256
+from .files import atomic_folder, sha256
 from .manifest import CONFIG, PROTOTYPES, ArtifactError, read_config, write_manifest
 from .prototypes import Prototypes
 from .results import NOT_PLANKTON
@@ -126,9 +124,7 @@ def enrol(model: str | Path, examples: dict[str, np.ndarray], out: str | Path, *
 
 
 def _write_child(model: Path, out: Path, config: dict, prototypes: Prototypes, evaluation: Prototypes | None, report: EnrolReport, source: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_folder(out) as tmp:
         for name in config.get("files", {}):
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(model / name, tmp / name)
@@ -157,16 +153,7 @@ def _write_child(model: Path, out: Path, config: dict, prototypes: Prototypes, e
                          "note": "metrics.json and the plots are the parent's evaluation; the networks are unchanged"},
         }
         config["prototypes"] = config["prototypes"] | {"names": list(prototypes.names)}
-        for f in tmp.rglob("*"):
-            os.chmod(f, 0o644 if f.is_file() else 0o755)
         write_manifest(tmp, config)
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 __all__ = ["EnrolRefused", "EnrolReport", "embed_corrections", "enrol", "validation_top1"]

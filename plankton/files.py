@@ -42,6 +42,28 @@ def atomic_path(path: str | os.PathLike):
         raise
 
 
+@contextmanager
+def atomic_folder(path: str | os.PathLike):
+    """Yield an empty temporary folder beside ``path``; on success it
+    replaces ``path`` (files 0644, folders 0755: readable by a web app's
+    account), on any error it is removed and ``path`` is left as it was."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        yield tmp
+        for p in [tmp, *tmp.rglob("*")]:
+            os.chmod(p, 0o644 if p.is_file() else 0o755)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -51,4 +73,4 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "one_line", "sha256"]
+__all__ = ["atomic_folder", "atomic_path", "atomic_write_bytes", "atomic_write_text", "one_line", "sha256"]

@@ -17,7 +17,8 @@ FILE = "validation.safetensors"
 class ValidationSet:
     """embeddings: N×D. true_names: N species names (some may have no
     prototype). similarity: N×C to ``class_names``. layout: N×2 plot
-    coordinates; prototype_layout: C×2 (class means placed on the map)."""
+    coordinates; prototype_layout: C×2 (class means placed on the map).
+    frames: N image ids of the objects' frames (optional)."""
 
     embeddings: np.ndarray
     true_names: list[str]
@@ -25,6 +26,7 @@ class ValidationSet:
     class_names: list[str]
     layout: np.ndarray
     prototype_layout: np.ndarray
+    frames: np.ndarray | None = None
 
     def save(self, path: str | Path) -> None:
         from safetensors.numpy import save_file
@@ -34,7 +36,7 @@ class ValidationSet:
             "similarity": np.ascontiguousarray(self.similarity, np.float32),
             "layout": np.ascontiguousarray(self.layout, np.float32),
             "prototype_layout": np.ascontiguousarray(self.prototype_layout, np.float32),
-        }
+        } | ({"frames": np.asarray(self.frames, np.int64)} if self.frames is not None else {})
         meta = {"true_names": json.dumps(list(self.true_names)), "class_names": json.dumps(list(self.class_names))}
         save_file(tensors, str(path), metadata=meta)
         os.chmod(path, 0o644)  # safetensors creates files 0600
@@ -46,7 +48,8 @@ class ValidationSet:
         with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
             t = {k: f.get_tensor(k) for k in f.keys()}
-        return cls(t["embeddings"].astype(np.float32), json.loads(meta["true_names"]), t["similarity"], json.loads(meta["class_names"]), t["layout"], t["prototype_layout"])
+        return cls(t["embeddings"].astype(np.float32), json.loads(meta["true_names"]), t["similarity"], json.loads(meta["class_names"]), t["layout"],
+                   t["prototype_layout"], t.get("frames"))
 
     def place(self, embeddings: np.ndarray, k: int = 5) -> np.ndarray:
         """Put new M×D embeddings on the stored map without the UMAP model:

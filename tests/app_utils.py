@@ -22,9 +22,9 @@ _lock = threading.RLock()
 
 
 def add_app_files(folder: Path, n: int = 240, seed: int = 0) -> Path:
-    """Add validation.safetensors, metrics.json, confusion.png and a
-    "training" config section to an artifact folder, then rewrite its
-    manifest. Validation embeddings sit near their class prototypes, so
+    """Add validation.safetensors, metrics.json, confusion.png,
+    exemplars.safetensors and a "training" config section to an artifact
+    folder, then rewrite its manifest. Validation embeddings sit near their class prototypes, so
     the metrics move with the threshold; the layout is clusters on a circle."""
     from PIL import Image, ImageDraw
 
@@ -61,6 +61,13 @@ def add_app_files(folder: Path, n: int = 240, seed: int = 0) -> Path:
             v = 230 if i == j else int(rng.integers(0, 60))
             d.rectangle((20 + 35 * j, 20 + 35 * i, 52 + 35 * j, 52 + 35 * i), fill=(255 - v, 255 - v // 2, 255))
     im.save(folder / "confusion.png")
+    # exemplars for the Species tab: the prototypes' support embeddings chosen per sub-centre, drawn as flat colours
+    from plankton.gallery import Exemplars, choose_exemplars
+
+    chosen, counts = choose_exemplars(protos, protos.support, protos.support_labels, 2)
+    crops = np.zeros((*chosen.shape, 48, 48, 3), np.uint8)
+    crops[...] = (np.maximum(chosen, 0) * 37 % 200 + 30).astype(np.uint8)[..., None, None, None]
+    Exemplars(list(protos.names), crops, counts, (chosen >= 0).sum(-1)).save(folder / "exemplars.safetensors")
     config = read_config(folder, check_files=False)
     config["training"] = {"data": "tests/data (random embeddings)", "epochs": 1, "notes": "random weights, for tests only"}
     write_manifest(folder, config)

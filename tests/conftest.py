@@ -74,3 +74,48 @@ def frame(frames_coco):
 
     image_id = sorted(frames_coco.images)[0]
     return read_image(frames_coco.path_of(image_id)), frames_coco.xyxy_of(image_id)
+
+
+# ---- shared by test modules that talk to the project's own Hub server
+
+
+@pytest.fixture(scope="module")
+def hf_constants(tmp_path_factory):
+    """huggingface_hub reads its settings once, at import (possibly before
+    the test module, e.g. through gradio): patch the parsed values. Xet is
+    off (a local server cannot serve it), no stored login, a private cache."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    home = tmp_path_factory.mktemp("hf_home")
+    bars_were_off = are_progress_bars_disabled()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        mp.setattr(constants, "HF_HUB_OFFLINE", False)
+        mp.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+        mp.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
+        mp.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+        disable_progress_bars()
+        yield
+        if not bars_were_off:
+            enable_progress_bars()
+
+
+# ---- shared by the hardening tests (library and command line, and the app)
+
+
+@pytest.fixture(scope="module")
+def badinput_corpus(tmp_path_factory):
+    import badinput
+
+    root = tmp_path_factory.mktemp("badinput")
+    yield {"images": badinput.image_cases(root / "images"), "zips": badinput.zip_cases(root / "zips"),
+           "coco": badinput.coco_cases(root / "coco"), "root": root}
+    print("\n" + badinput.report())
+
+
+@pytest.fixture(scope="module")
+def repo_before():
+    import badinput
+
+    return badinput.tree(REPO)

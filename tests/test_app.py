@@ -161,3 +161,22 @@ def test_model_info_and_per_class(client):
     assert loose[-1]["species"] == "weighted avg" and set(loose[0]) == {"species", "precision", "recall", "f1", "support", "threshold"}
     assert loose[0]["threshold"] == 0.0 and strict[0]["threshold"] == 0.95  # no species of this model has its own threshold
     assert loose != strict and info["runtime"] in ("torch", "onnx")
+
+
+def test_species_tab_shows_subcentres_and_closest_pairs(client, server):
+    """The Species tab: a species' sub-centres with their exemplars and
+    crop counts (from exemplars.safetensors), and the closest pairs."""
+    from plankton.gallery import closest_pairs
+
+    service = server.service
+    name = service.class_names[0]
+    html = client.predict(name, api_name="/ui_species_choice")
+    counts = [n for n, _ in service.exemplars.of(name)]
+    assert f"{sum(counts)} training crops" in html and html.count("<img") == sum(min(2, n) for n in counts if n)
+    for k, n in enumerate(counts):
+        assert (f"sub-centre {k + 1}: {n} crops" in html) == (n > 0)
+    top = closest_pairs(service.cascade.identifier.prototypes, 1)[0]
+    from plankton_app.tabs.species import pairs
+
+    first = pairs(service, 1)[0]
+    assert (first["a"], first["b"], first["cosine"]) == (top["a"], top["b"], top["cosine"]) and isinstance(first["confused"], int)

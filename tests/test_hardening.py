@@ -23,22 +23,9 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module", autouse=True)
-def report():
-    yield
-    print("\n" + badinput.report())
-
-
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("badinput")
-    return {"images": badinput.image_cases(root / "images"), "zips": badinput.zip_cases(root / "zips"),
-            "coco": badinput.coco_cases(root / "coco"), "root": root}
-
-
-@pytest.fixture(scope="module")
-def repo_before():
-    return badinput.tree(REPO)
+def corpus(badinput_corpus):
+    return badinput_corpus
 
 
 def test_corpus_is_big_enough(corpus):

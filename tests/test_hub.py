@@ -28,25 +28,9 @@ TIMEOUT = 1.0
 
 # -- environment ---------------------------------------------------------------
 @pytest.fixture(scope="module", autouse=True)
-def hf_constants(tmp_path_factory):
-    """huggingface_hub reads its settings once, at import (possibly before this
-    module, e.g. through gradio): patch the parsed values for these tests.
-    Xet is off (a local server cannot serve it), no stored login is used."""
-    from huggingface_hub import constants
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-
-    home = tmp_path_factory.mktemp("hf_home")
-    bars_were_off = are_progress_bars_disabled()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(constants, "HF_HUB_DISABLE_XET", True)
-        mp.setattr(constants, "HF_HUB_OFFLINE", False)
-        mp.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
-        mp.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
-        mp.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-        disable_progress_bars()
-        yield
-        if not bars_were_off:
-            enable_progress_bars()
+def hub_settings(hf_constants):
+    """The shared huggingface_hub settings of conftest, for every test here."""
+    yield
 
 
 @pytest.fixture(autouse=True)

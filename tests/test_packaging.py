@@ -69,7 +69,15 @@ def test_exact_pins_satisfy_the_declared_ranges():
 
 @pytest.mark.slow
 def test_wheel_holds_the_library_and_the_app_package(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+    import shutil
+
+    src = tmp_path / "src"  # setuptools builds in the source folder: build a copy, not the checkout
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    for pkg in ("plankton", "plankton_app", "tests"):
+        shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__", "artifacts"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(src)],
                    check=True, cwd=tmp_path)
     (wheel,) = tmp_path.glob("plankton-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

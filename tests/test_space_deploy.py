@@ -28,29 +28,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module", autouse=True)
-def hf_constants(tmp_path_factory):
-    """huggingface_hub reads its settings at import: patch the parsed values
-    (no Xet on a local server, no stored login, a private cache)."""
-    from huggingface_hub import constants
-    from huggingface_hub.utils import (
-        are_progress_bars_disabled,
-        disable_progress_bars,
-        enable_progress_bars,
-    )
-
-    home = tmp_path_factory.mktemp("hf_home")
-    bars_were_off = are_progress_bars_disabled()
+def hub_settings(hf_constants):
+    """The shared huggingface_hub settings of conftest, and the deploying account's token, for every test here."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(constants, "HF_HUB_DISABLE_XET", True)
-        mp.setattr(constants, "HF_HUB_OFFLINE", False)
-        mp.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
-        mp.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
-        mp.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
         mp.setenv("HF_TOKEN", TOKEN)
-        disable_progress_bars()
         yield
-        if not bars_were_off:
-            enable_progress_bars()
 
 
 def _renamed(base: Path, dest: Path, name: str) -> Path:

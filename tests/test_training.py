@@ -417,3 +417,27 @@ def test_held_out_similarity_excludes_the_own_frame():
     assert own[5] < 0 < own[:5].min()
     floor, per_class = class_thresholds(own, labels, ["a", "b"], quantile=0.0, min_samples=3)
     assert floor == round(float(own[5]), 3) and per_class == {"a": floor}  # "b" has no held-out value: it uses the global threshold
+
+
+def test_calibrate_picks_the_quantile_on_frames_outside_the_other_models_validation():
+    """The sweep scores only model A's validation objects that are not in
+    model B's validation frames, and the chosen quantile is the strictest
+    whose unknown rate meets the target."""
+    import numpy as np
+
+    from plankton.validation import ValidationSet
+    from training.calibrate import sweep
+    from training.thresholds import thresholds_at
+
+    names = ["a", "b"]
+    sim = np.array([[0.9, 0.1], [0.7, 0.2], [0.5, 0.1], [0.1, 0.8], [0.2, 0.95], [0.99, 0.0]], np.float32)
+    v = ValidationSet(np.eye(6, 4, dtype=np.float32), ["a", "a", "a", "b", "b", "a"], sim, names, np.zeros((6, 2)), np.zeros((2, 2)),
+                      np.array([1, 1, 2, 2, 3, 9]))
+    table = {"grid": [0.01, 0.05, 0.1], "floor": [0.4, 0.6, 0.75], "classes": {"a": [0.4, 0.6, 0.85]}, "min_samples": 1}
+    assert thresholds_at(table, 0.1) == (0.75, {"a": 0.85})
+    keep = ~np.isin(v.frames, [9])  # frame 9 is model B's validation frame: never scored
+    rows = sweep(table, v, keep)
+    assert [r["objects"] for r in rows] == [5, 5, 5]
+    # at 0.01 nothing is below 0.4 but 0.5>0.4: all named; at 0.05 0.5 < 0.6 → 1 of 5; at 0.1 a needs 0.85 → 0.7, 0.5 unknown
+    assert [r["unknown_rate"] for r in rows] == pytest.approx([0.0, 0.2, 0.4])
+    assert rows[0]["accuracy_of_named"] == 1.0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import math
 import os
 import random
@@ -23,6 +22,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from plankton import data
 from plankton.crops import CropConfig, extract_crops
 from plankton.images import ImageError, read_image
 
@@ -47,30 +47,12 @@ class AuditError(ValueError):
 
 
 def read_coco_json(path: str | os.PathLike) -> tuple[dict, str]:
-    """The COCO document and the sha256 of its bytes."""
+    """The COCO document and the sha256 of its bytes (``plankton.data``'s reader)."""
     try:
-        raw = Path(path).read_bytes()
-    except OSError as e:
-        raise AuditError(f"{path}: cannot read ({e.strerror or e})") from None
-    try:
-        doc = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AuditError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(doc, dict):
-        raise AuditError(f"{path}: expected a JSON object, got {type(doc).__name__}")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(doc.get(key), list):
-            raise AuditError(f"{path}: '{key}' must be a list, got {type(doc.get(key)).__name__}")
+        doc, raw = data.read_coco_json(path)
+    except data.CocoError as e:
+        raise AuditError(str(e)) from None
     return doc, hashlib.sha256(raw).hexdigest()
-
-
-def _as_int(v) -> int | None:
-    # Exporters sometimes write 1920.0: integral floats count, bools never.
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    if isinstance(v, float) and not v.is_integer():
-        return None
-    return int(v)
 
 
 def _fmt(v: float) -> str:
@@ -128,10 +110,10 @@ def _group(entries: list, kind: str, survey: Survey) -> dict[int, list[dict]]:
     for i, e in enumerate(entries):
         if not isinstance(e, dict):
             survey.warn("malformed", f"{kind}[{i}]: expected an object, got {type(e).__name__}")
-        elif _as_int(e.get("id")) is None:
+        elif data.as_int(e.get("id")) is None:
             survey.warn("malformed", f"{kind}[{i}]: missing or non-integer id {e.get('id')!r}")
         else:
-            groups[_as_int(e["id"])].append(e)
+            groups[data.as_int(e["id"])].append(e)
     return groups
 
 
@@ -157,7 +139,7 @@ def _survey_images(doc: dict, s: Survey) -> None:
             if not isinstance(fn, str) or not fn:
                 s.warn("malformed", f"image {iid}: missing file_name", image_id=iid)
                 continue
-            w, h = _as_int(e.get("width")), _as_int(e.get("height"))
+            w, h = data.as_int(e.get("width")), data.as_int(e.get("height"))
             if w is None or h is None or w <= 0 or h <= 0:
                 s.warn("malformed", f"image {iid} ({fn}): missing or invalid width/height "
                                     f"({e.get('width')!r} x {e.get('height')!r})", image_id=iid, file_name=fn)
@@ -188,7 +170,7 @@ def _survey_boxes(doc: dict, s: Survey) -> None:
             s.warn("malformed", f"annotation id {aid} appears {len(group)} times "
                                 f"(images {', '.join(str(g.get('image_id')) for g in group)})", ann_id=aid)
         for e in group:
-            iid, cid, xywh = _as_int(e.get("image_id")), _as_int(e.get("category_id")), _parse_bbox(e.get("bbox"))
+            iid, cid, xywh = data.as_int(e.get("image_id")), data.as_int(e.get("category_id")), _parse_bbox(e.get("bbox"))
             if iid not in known:
                 s.warn("malformed", f"annotation {aid}: unknown image id {e.get('image_id')!r}", ann_id=aid)
             elif cid not in s.categories:

@@ -30,7 +30,7 @@ from plankton.prototypes import Prototypes
 
 from .common import hardware, log, portable, setup
 from .crops_data import FrameCache, load_index
-from .thresholds import class_thresholds, held_out_similarity
+from .thresholds import class_thresholds, held_out_similarity, quantile_table
 
 
 def dihedral_views(crops: np.ndarray) -> np.ndarray:
@@ -192,6 +192,7 @@ def main(argv=None) -> Path:
     frame_ids = np.array([r["image_id"] for r in records])
     own = held_out_similarity(emb[held], labels[owner[held]], frame_ids[owner[held]], names, k=args.k, folds=args.cv_folds, seed=args.seed)
     threshold, per_class = class_thresholds(own, labels[owner[held]], names, args.quantile, args.min_class_samples)
+    table = quantile_table(own, labels[owner[held]], names, args.min_class_samples)
     log.info("%d prototypes from %d crops (%d views) of %s frames; global threshold %.3f, %d species with their own",
              len(protos.names), len(records), len(emb), args.frames, threshold, len(per_class))
 
@@ -217,6 +218,7 @@ def main(argv=None) -> Path:
             "threshold_rule": (f"{args.quantile:.0%} quantile of held-out similarity to the own species' prototypes, built without the "
                                f"crop's frame ({args.cv_folds}-fold over training frames); species with fewer than {args.min_class_samples} "
                                f"held-out crops use the pooled quantile, which is also every species' floor"),
+            "heldout_quantiles": table,
             "hardware": hardware()},
     })
     out = save_artifact(

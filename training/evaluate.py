@@ -126,7 +126,7 @@ def main(argv=None) -> dict:
     offsets = cascade.identifier.cfg.offsets(names)
     detect = resplit is None and not args.identification_only  # the detector trained on the shipped split: other splits' validation frames are not new to it
 
-    gt, dets, e2e, true, embs = {}, {}, {}, [], []
+    gt, dets, e2e, true, embs, frames = {}, {}, {}, [], [], []
     t_det = t_id = 0.0
     for i in tqdm(val_ids, desc="validation frames", unit="frame"):
         image = read_image(coco.path_of(i))
@@ -138,6 +138,7 @@ def main(argv=None) -> dict:
         a = cascade.analyse_boxes(image, Detections(coco.xyxy_of(i), np.ones(len(gt[i]))))
         embs.append(a.embeddings)
         true += [n for _, n in gt[i]]
+        frames += [i] * len(gt[i])
         if detect:
             e2e[i] = cascade.analyse_boxes(image, dets[i][dets[i].score >= args.e2e_floor]).resolve(args.e2e_floor, cls_conf)
         t_det, t_id = t_det + t1 - t0, t_id + time.perf_counter() - t1
@@ -155,7 +156,7 @@ def main(argv=None) -> dict:
         end_to_end = {"species_ap50": e2e_ap["ap50"], "species_ap50_95": e2e_ap["ap50_95"], "detector_floor": args.e2e_floor, "identifier_threshold": cls_conf}
     ident = identification_metrics(true, sim, names, cls_conf, offsets, train_counts, args.min_train)
 
-    vs = ValidationSet(emb, list(true), sim, names, np.zeros((len(emb), 2), np.float32), np.zeros((len(names), 2), np.float32))
+    vs = ValidationSet(emb, list(true), sim, names, np.zeros((len(emb), 2), np.float32), np.zeros((len(names), 2), np.float32), np.array(frames, np.int64))
     if not args.no_umap and len(emb) > 5:
         layout = umap_layout(np.vstack([emb, cascade.identifier.prototypes.means]), args.seed)
         vs.layout, vs.prototype_layout = layout[: len(emb)], layout[len(emb):]

@@ -57,3 +57,23 @@ def class_thresholds(own: np.ndarray, labels: np.ndarray, names: list[str], quan
         if len(v) >= min_samples:
             per_class[name] = round(max(floor, float(np.quantile(v, quantile))), 3)
     return floor, per_class
+
+
+QUANTILE_GRID = (0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1)
+
+
+def quantile_table(own: np.ndarray, labels: np.ndarray, names: list[str], min_samples: int = 10, grid=QUANTILE_GRID) -> dict:
+    """``class_thresholds`` at every quantile of ``grid``, so that a
+    quantile can be chosen later (training.calibrate) without the crops:
+    {"grid": [q...], "floor": [t...], "classes": {species: [t...]}}."""
+    rows = [class_thresholds(own, labels, names, q, min_samples) for q in grid]
+    classes = sorted({n for _, per in rows for n in per})
+    return {"grid": list(grid), "floor": [f for f, _ in rows], "classes": {n: [per.get(n, f) for f, per in rows] for n in classes},
+            "min_samples": min_samples}
+
+
+def thresholds_at(table: dict, quantile: float) -> tuple[float, dict[str, float]]:
+    """(global threshold, {species: threshold}) of a ``quantile_table`` at one of its quantiles."""
+    i = [round(q, 6) for q in table["grid"]].index(round(quantile, 6))
+    floor = table["floor"][i]
+    return floor, {n: v[i] for n, v in table["classes"].items() if v[i] != floor}
