@@ -1,7 +1,8 @@
 """Redraw the README's app screenshots with the bundled model:
 starts ``app.py`` on a free local port, uploads a committed validation
 frame in headless Chromium (Playwright; Debian's /usr/bin/chromium) and
-saves docs/app_identify.jpg and docs/app_embed.jpg.
+saves docs/app_identify.jpg, app_review.jpg, app_sample.jpg,
+app_species.jpg and app_embed.jpg.
 
     python docs/screenshots.py
 """
@@ -54,6 +55,22 @@ def main() -> None:
             page.wait_for_function("() => document.querySelector('#status').innerText.includes('object')")
             time.sleep(1)
             _save(page, "app_identify.jpg")
+            page.get_by_role("tab", name="Review").click()
+            page.wait_for_selector("#review-table img", state="attached")
+            time.sleep(1)
+            _save(page, "app_review.jpg")
+            page.get_by_role("tab", name="Sample").click()
+            page.locator("#um-per-px input").fill("0.65")  # an example scale and volume, as in the README's command
+            page.locator("#volume-ul input").fill("0.1")
+            page.locator("#volume-ul input").press("Enter")
+            page.wait_for_function("() => document.querySelector('#sample-note').innerText.includes('ml in all')")
+            page.wait_for_selector("#sizes .js-plotly-plot")
+            time.sleep(2)
+            _save(page, "app_sample.jpg")
+            page.get_by_role("tab", name="Species").click()
+            page.wait_for_selector("#species-gallery img", state="attached")
+            time.sleep(1)
+            _save(page, "app_species.jpg")
             page.get_by_role("tab", name="Embeddings").click()
             page.wait_for_selector("#embedding-plot .js-plotly-plot")
             time.sleep(2)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from .images import DEFAULT_MAX_PIXELS, ImageError, read_image
 
 EXIT_OK, EXIT_PARTIAL = 0, 2
+RUNTIME_CHOICES = ["auto", "torch", "onnx", "int8", "onnx-int8", "openvino-int8"]  # plankton.onnx.RUNTIMES, without importing torch here
 
 
 def _err(msg: str) -> None:
@@ -72,6 +73,8 @@ def cmd_predict(args) -> int:
     from .artifact import load_artifact
 
     cascade = load_artifact(path, device=args.device, runtime=args.runtime)
+    if not args.quiet:
+        _err(f"runtime: {cascade.runtime}")
     opts = options(cascade, args)
     try:
         sample = _sample(args, cascade.config)
@@ -215,12 +218,27 @@ def cmd_info(args) -> int:
     from .manifest import read_config
     from .onnx import auto_runtime
 
+    from .gallery import summary, summary_lines
+
     folder = _model_dir(args)
     cfg = read_config(folder)
     int8 = cfg.get("int8") or {}
     runtime = auto_runtime(folder, cfg) | {"int8_parity": {k: (int8.get("parity") or {}).get(k) for k in ("drop_vs_fp32", "passed")} if int8.get("route") else None}
-    print(json.dumps({k: cfg.get(k) for k in ("name", "created", "versions", "detector", "embedder", "identifier")} | {"classes": cfg["prototypes"].get("names"), "runtime": runtime},
-                     indent=2, default=str))
+    gallery = summary(folder)
+    info = ({k: cfg.get(k) for k in ("name", "version", "created", "versions", "detector", "embedder", "identifier")}
+            | {"classes": cfg["prototypes"].get("names"), "runtime": runtime, "gallery": gallery})
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return EXIT_OK
+    ident = cfg["identifier"]
+    lines = [f"model: {cfg.get('name')} (version {cfg.get('version', 1)}, created {cfg.get('created')}) in {folder}",
+             f"runtime: {runtime['runtime']}" + "".join(f"; not {k}: {v}" for k, v in runtime["why_not"].items()),
+             f"detector: {cfg['detector'].get('architecture')} at {cfg['detector'].get('imgsz')} px, threshold {cfg['detector'].get('conf')}",
+             f"embedder: {cfg['embedder'].get('backbone')}, {cfg['embedder'].get('dim')}-d, crops {ident['crop']}",
+             f"identifier threshold: {ident.get('threshold')} (species with their own: {len(ident.get('class_thresholds') or {})})",
+             f"species ({len(info['classes'])}): " + ", ".join(f"{n} [{ident['class_thresholds'][n]}]" if n in (ident.get("class_thresholds") or {}) else n
+                                                            for n in info["classes"])]
+    print("\n".join(lines + (summary_lines(gallery) if gallery else [])))
     return EXIT_OK
 
 
@@ -248,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
         model_args(sp)
         sp.add_argument("--cls-conf", type=float, default=None, help="identifier similarity threshold (default: the model's)")
         sp.add_argument("--device", default="cpu")
-        sp.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"], help="auto: ONNX Runtime when the model carries current .onnx files and the device is the CPU, else PyTorch")
+        sp.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
+                        help="auto: the model's INT8 files where their parity is recorded and the CPU has the kernels, else its ONNX files, else PyTorch")
         sp.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default %(default)s)")
         sp.add_argument("--quiet", action="store_true")
 
@@ -285,12 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(en)
     en.add_argument("--force", action="store_true", help="write it even if top-1 on the known species drops by more than --max-drop")
     en.add_argument("--max-drop", type=float, default=0.01, help="largest accepted drop of top-1 on the stored validation objects (default %(default)s)")
-    en.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"])
+    en.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES)
     en.add_argument("--quiet", action="store_true")
     en.set_defaults(func=cmd_enrol)
 
-    info = sub.add_parser("info", help="describe a model folder")
+    info = sub.add_parser("info", help="describe a model folder: runtime, classes, thresholds, closest species pairs, sub-centres")
     model_args(info)
+    info.add_argument("--json", action="store_true", help="everything as JSON, for scripts")
     info.set_defaults(func=cmd_info)
     return p
 

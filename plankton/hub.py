@@ -45,8 +45,9 @@ log = logging.getLogger("plankton.hub")
 ENV_REPO, ENV_REVISION, ENV_TIMEOUT = "PLANKTON_MODEL_REPO", "PLANKTON_MODEL_REVISION", "PLANKTON_HUB_TIMEOUT"
 DEFAULT_TIMEOUT = 10.0
 # The only file types a model repo may hand us: none of them is unpickled.
-# ONNX is protobuf, not pickle: safe to fetch like the rest.
-ALLOW_PATTERNS = ["*.safetensors", "*.json", "*.png", "*.csv", "*.onnx"]
+# ONNX is protobuf and OpenVINO IR is XML plus raw weights (.bin), not pickle:
+# safe to fetch like the rest, and checked against their checksums too.
+ALLOW_PATTERNS = ["*.safetensors", "*.json", "*.png", "*.csv", "*.onnx", "*.xml", "*.bin"]
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -74,7 +75,7 @@ class ResolvedModel:
 
 
 def allowed(name: str) -> bool:
-    """Whether a repo file may be fetched (safetensors, JSON, PNG, CSV)."""
+    """Whether a repo file may be fetched (``ALLOW_PATTERNS``)."""
     return any(fnmatch.fnmatch(name, p) for p in ALLOW_PATTERNS)
 
 
@@ -179,7 +180,7 @@ def verify_snapshot(folder: str | Path, label: str, where: str = "the repo") -> 
             raise HubModelError(f"{label}: {CONFIG} does not list {required}")
     for rel, meta in files.items():
         if not allowed(rel):
-            raise HubModelError(f"{label}: {CONFIG} lists {rel}, which is not a safetensors/JSON/PNG/CSV file and is never downloaded")
+            raise HubModelError(f"{label}: {CONFIG} lists {rel}, which is not a safetensors/JSON/PNG/CSV/ONNX/OpenVINO file and is never downloaded")
         path = folder / rel
         if not path.is_file():
             raise HubModelError(f"{label}: {rel} is listed in {CONFIG} but missing from {where}")

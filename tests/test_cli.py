@@ -98,7 +98,8 @@ def runs(tiny_artifact, tmp_path_factory):
         "classify_broken": ["classify", inputs / "broken.coco.json", "--images", inputs,
                             "--out", out["classify_broken"], *model],
         "broken_model": ["predict", inputs / "good.png", "--out", out["broken_model"], "--model", broken_model],
-        "info": ["info", *model],
+        "info": ["info", *model, "--json"],
+        "info_text": ["info", *model],
     }
     logs = tmp / "logs"
     logs.mkdir()
@@ -200,9 +201,17 @@ def test_model_folder_with_a_missing_file(runs):
 
 
 def test_info(runs, tiny_artifact):
+    from plankton.gallery import closest_pairs
+    from plankton.prototypes import Prototypes
+
     r = runs[0]["info"]
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["name"] == "random-test-model"
     assert info["classes"] == json.loads((tiny_artifact / "config.json").read_text())["prototypes"]["names"]
     assert info["detector"]["imgsz"] == 640 and info["embedder"]["backbone"] == "efficientnet_lite0"
+    pairs = closest_pairs(Prototypes.load(tiny_artifact / "prototypes.safetensors"), 10)
+    assert info["gallery"]["closest_pairs"] == pairs
+    text = runs[0]["info_text"].stdout
+    assert text.startswith("model: random-test-model") and "runtime: " in text
+    assert f"  {pairs[0]['a']}" in text and f"{pairs[0]['cosine']:.3f}" in text  # the closest pairs, as text

@@ -217,7 +217,10 @@ def _bundled():
 
 
 def test_bundled_int8_agrees_with_fp32_on_the_committed_frames(frames_coco):
-    """Same boxes at IoU ≥ 0.9 for ≥ 95% of fp32's objects, same species for ≥ 97% of the ground-truth boxes."""
+    """Of the ground-truth objects fp32 finds (IoU ≥ 0.5 at the default
+    threshold), INT8 finds ≥ 95% with the same box (IoU ≥ 0.9 to fp32's);
+    ≥ 97% of the objects get the same species. Low-score boxes that are
+    not objects are left out: they come and go with any change."""
     from plankton.geometry import box_iou
     from plankton.images import read_image
     from plankton.onnx import auto_runtime
@@ -226,20 +229,24 @@ def test_bundled_int8_agrees_with_fp32_on_the_committed_frames(frames_coco):
     if not (config.get("int8") or {}).get("route"):
         pytest.skip("the bundled model carries no INT8 files (python -m training.quantize models/default --data work/data)")
     plan = auto_runtime(folder, config)
-    if plan["runtime"] == "onnx" and "CPU" in plan["why_not"].get("int8", ""):
-        pytest.skip(f"this CPU cannot run the bundled INT8 files: {plan['why_not']['int8']}")
+    why = plan["why_not"].get("int8", "")
+    if "CPU" in why or "not installed" in why:  # a machine that cannot run them, not a model that disagrees
+        pytest.skip(f"the bundled INT8 files cannot run here: {why}")
     fp32, int8 = load_artifact(folder, runtime="onnx"), load_artifact(folder, runtime="int8")
-    same_box = boxes = same_species = objects = 0
+    found = same_box = same_species = objects = 0
     for i in sorted(frames_coco.images):
         image, gt = read_image(frames_coco.path_of(i)), frames_coco.xyxy_of(i)
         a, b = fp32.detector.predict(image), int8.detector.predict(image)
-        if len(a.xyxy):
-            boxes += len(a.xyxy)
-            same_box += int((box_iou(a.xyxy, b.xyxy).max(1) >= 0.9).sum()) if len(b.xyxy) else 0
+        ia, ib = box_iou(gt, a.xyxy), box_iou(gt, b.xyxy)
+        for g in range(len(gt)):
+            if ia.shape[1] and ia[g].max() >= 0.5:
+                found += 1
+                if ib.shape[1] and ib[g].max() >= 0.5:
+                    same_box += int(box_iou(a.xyxy[ia[g].argmax()][None], b.xyxy[ib[g].argmax()][None])[0, 0] >= 0.9)
         sa, sb = fp32.analyse_boxes(image, _gt(gt)).similarity, int8.analyse_boxes(image, _gt(gt)).similarity
         same_species += int((sa.argmax(1) == sb.argmax(1)).sum())
         objects += len(gt)
-    assert boxes and same_box / boxes >= 0.95, f"{same_box}/{boxes} boxes found again at IoU >= 0.9"
+    assert found and same_box / found >= 0.95, f"{same_box}/{found} objects boxed the same (IoU >= 0.9)"
     assert same_species / objects >= 0.97, f"{same_species}/{objects} objects given the same species"
 
 

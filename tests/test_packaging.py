@@ -105,3 +105,10 @@ def test_library_never_imports_the_app_training_or_hub():
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
             assert not any(n.split(".")[0] in {"plankton_app", "training", "hub", "app"} for n in names), f"{path.name} imports {names}"
+
+
+def test_cli_runtime_choices_are_the_library_runtimes():
+    from plankton.cli import RUNTIME_CHOICES
+    from plankton.onnx import RUNTIMES
+
+    assert set(RUNTIME_CHOICES) == set(RUNTIMES)
