@@ -142,8 +142,9 @@ def training_rows(training: dict | None) -> list[list]:
         rule = "; per-species thresholds from held-out training frames" if "held-out" in protos.get("threshold_rule", "") else ""
         rows.append(["prototypes and thresholds", f"class means + sub-centres{rule}", f"crops of {which}", None,
                      _hardware(protos.get("hardware")), "not recorded"])
-    if meta:
-        rows.insert(0, ["data", training.get("data", ""), f"{meta.get('n_train', '?')} training / {meta.get('n_val', '?')} validation frames", None, "", ""])
+    if meta or training.get("data"):
+        frames = f"{meta.get('n_train', '?')} training / {meta.get('n_val', '?')} validation frames" if meta else ""
+        rows.insert(0, ["data", str(training.get("data", "")), frames, training.get("epochs") if not rows else None, "", ""])
     return rows
 
 
@@ -183,7 +184,8 @@ def model_markdown(info: dict) -> str:
 
 
 def _thumbs(images: list[np.ndarray], side: int = 56) -> str:
-    return "".join(f'<img src="{data_uri(im)}" width="{side}" height="{side}" style="margin:1px;border-radius:3px">' for im in images)
+    return "".join(f'<img src="{data_uri(im)}" width="{side}" height="{side}" style="display:inline-block;margin:1px;border-radius:3px">'
+                   for im in images)
 
 
 def species_gallery_html(name: str, subcenters: list[tuple[int, list[np.ndarray]]], spread: float | None) -> str:
@@ -198,7 +200,7 @@ def species_gallery_html(name: str, subcenters: list[tuple[int, list[np.ndarray]
     else:
         verdict = f"Its sub-centres differ (lowest cosine between them {spread:.2f}): the model learned {len(used)} forms."
     cells = "".join(f'<div style="display:inline-block;vertical-align:top;margin:0 10px 10px 0;padding:6px;border:1px solid var(--border-color-primary);'
-                    f'border-radius:6px"><div>{_thumbs(ims)}</div><div style="font-size:0.85em">sub-centre {k + 1}: {n} crops</div></div>'
+                    f'border-radius:6px"><div style="white-space:nowrap">{_thumbs(ims)}</div><div style="font-size:0.85em">sub-centre {k + 1}: {n} crop{"s" if n != 1 else ""}</div></div>'
                     for k, (n, ims) in enumerate(subcenters) if n > 0)
     return f"<h4>{species_html(name)} <span style='font-weight:normal'>· {total} training crops</span></h4><p>{verdict}</p>{cells}"
 
@@ -210,7 +212,8 @@ def pairs_html(rows: list[dict], exemplars) -> str:
             return "<i>no exemplars</i>"
         per = sorted(exemplars.of(name), key=lambda t: -t[0])
         return _thumbs([ims[0] for cnt, ims in per if cnt and ims][:n], 44)
-    body = "".join(f"<tr><td>{species_html(r['a'])}<br>{first(r['a'])}</td><td>{species_html(r['b'])}<br>{first(r['b'])}</td>"
+    body = "".join(f"<tr><td>{species_html(r['a'])}<div style='white-space:nowrap'>{first(r['a'])}</div></td>"
+                   f"<td>{species_html(r['b'])}<div style='white-space:nowrap'>{first(r['b'])}</div></td>"
                    f"<td style='text-align:right'>{r['cosine']:.3f}</td><td style='text-align:right'>{r['mean_cosine']:.3f}</td>"
                    f"<td style='text-align:right'>{r.get('confused', '')}</td></tr>" for r in rows)
     return ("<table class='counts'><thead><tr><th>species</th><th>look-alike</th><th>closest sub-centres (cosine)</th><th>means (cosine)</th>"

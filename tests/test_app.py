@@ -174,7 +174,7 @@ def test_species_tab_shows_subcentres_and_closest_pairs(client, server):
     counts = [n for n, _ in service.exemplars.of(name)]
     assert f"{sum(counts)} training crops" in html and html.count("<img") == sum(min(2, n) for n in counts if n)
     for k, n in enumerate(counts):
-        assert (f"sub-centre {k + 1}: {n} crops" in html) == (n > 0)
+        assert (f"sub-centre {k + 1}: {n} crop{'s' if n != 1 else ''}<" in html) == (n > 0)
     top = closest_pairs(service.cascade.identifier.prototypes, 1)[0]
     from plankton_app.tabs.species import pairs
 

@@ -35,19 +35,26 @@ def server(tiny_artifact):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser():
+    """One Chromium for the module: Playwright's sync API runs one event loop at a time."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(server.url)
-        page.wait_for_selector("#upload")
-        page.errors = errors
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server.url)
+    page.wait_for_selector("#upload")
+    page.errors = errors
+    yield page
+    page.close()
     assert not errors, f"JavaScript errors in the page: {errors}"
 
 
@@ -109,16 +116,46 @@ def test_upload_slider_and_tabs(page, server):
     assert "precision" in page.locator("#metrics").inner_text().lower()
     page.locator("#metrics .virtual-table-viewport").evaluate("el => el.scrollTop = el.scrollHeight")  # rows render lazily
     page.wait_for_function("() => document.querySelector('#metrics').innerText.includes('weighted avg')")
-    assert "similarity ≥ 0.90" in page.locator("#metrics-caption").inner_text()
+    page.wait_for_function("() => document.querySelector('#metrics-caption').innerText.includes('similarity ≥ 0.90')")
     strict = page.locator("#metrics").inner_text()
     box = page.locator("#cls-slider input[type=number]")  # the table follows the slider on this tab too
     box.fill("0.5")
     box.press("Enter")
     page.wait_for_function("() => document.querySelector('#metrics-caption').innerText.includes('similarity ≥ 0.50')")
     page.wait_for_function("(old) => document.querySelector('#metrics').innerText !== old", arg=strict)
-    page.wait_for_selector("#confusion img")
-    assert "random-test-model" in page.locator("body").inner_text()
+    page.wait_for_selector("#confusion .js-plotly-plot")  # the interactive confusion matrix, and its table of mistakes
+    assert page.locator("#top-confusions .virtual-row").count() > 0
+    assert "random-test-model" in page.locator("body").inner_text() and page.locator("#training").count() == 1
     _shot(page, "3_model")
+
+    # Review tab: the most doubtful object first; correcting it shows at once
+    page.get_by_role("tab", name="Review").click()
+    page.wait_for_selector("#review-table img", state="attached")
+    first = page.locator("#review-table .virtual-row").first.inner_text().split()[0]
+    page.locator("#review-object input").fill(first)
+    page.locator("#review-label input").fill("Noctiluca sp")
+    page.locator("#review-label input").press("Enter")
+    page.get_by_role("button", name="Set species").click()
+    page.wait_for_function("() => document.querySelector('#review-status').innerText.includes('1 correction')")
+    page.wait_for_function("() => document.querySelector('#review-table').innerText.includes('corrected')")
+    _shot(page, "4_review")
+
+    # Sample tab: a scale and a volume give concentrations and a size plot
+    page.get_by_role("tab", name="Sample").click()
+    page.locator("#um-per-px input").fill("0.5")
+    page.locator("#volume-ul input").fill("2")
+    page.locator("#volume-ul input").press("Enter")
+    page.wait_for_function("() => document.querySelector('#sample-note').innerText.includes('ml in all')")
+    page.wait_for_selector("#sizes .js-plotly-plot")
+    page.wait_for_function("() => document.querySelector('#concentration').innerText.includes('total')")
+    assert "Noctiluca sp" in page.locator("#concentration").inner_text()  # the correction counts
+    _shot(page, "5_sample")
+
+    # Species tab: sub-centres with their exemplars, and the closest pairs
+    page.get_by_role("tab", name="Species").click()
+    page.wait_for_selector("#species-gallery img", state="attached")
+    assert page.locator("#closest-pairs tr").count() > 2
+    _shot(page, "6_species")
 
     # Embeddings tab: a plotly scatter with the validation map and the upload
     page.get_by_role("tab", name="Embeddings").click()
@@ -134,10 +171,10 @@ def test_upload_slider_and_tabs(page, server):
     box.press("Enter")
     page.wait_for_function(f"() => document.querySelector('#embedding-plot .gtitle').textContent.includes('{len(scores)} uploaded objects')")
     time.sleep(0.5)
-    _shot(page, "4_embeddings")
+    _shot(page, "7_embeddings")
 
 
-def test_audit_page_renders_offline(frames_coco, tmp_path):
+def test_audit_page_renders_offline(frames_coco, tmp_path, browser):
     """training.audit's page from file://, with the network off: every plotly
     figure draws and every crop loads, with no console error."""
     from training.audit import main as audit_main
@@ -145,10 +182,9 @@ def test_audit_page_renders_offline(frames_coco, tmp_path):
 
     result = audit_main(["--coco", str(frames_coco.source), "--images", str(frames_coco.image_root),
                          "--out", str(tmp_path), "--examples", "2"])
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_context(offline=True, viewport={"width": 1400, "height": 1000}).new_page()
+    context = browser.new_context(offline=True, viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
         errors, requests = [], []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -162,7 +198,8 @@ def test_audit_page_renders_offline(frames_coco, tmp_path):
         assert page.locator("#fig-cooccurrence .heatmaplayer image").count() == 1
         widths = page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
         assert widths and all(w == 96 for w in widths), widths
-        page.screenshot(path=str(ARTIFACTS / "5_audit.png"), full_page=True)
-        browser.close()
+        page.screenshot(path=str(ARTIFACTS / "8_audit.png"), full_page=True)
+    finally:
+        context.close()
     assert not errors, f"console errors in the audit page: {errors}"
     assert all(u.startswith(("file:", "data:")) for u in requests), f"the page fetched: {requests}"

@@ -122,6 +122,12 @@ def build(ctx: Context) -> None:
                      f"set `PLANKTON_MODEL_REVISION={pushed['commit_sha']}` to serve it.")
         return session, text, *refresh(det, cls, session)
 
+    def pick(evt: gr.SelectData):
+        """Clicking a row picks its object."""
+        row = evt.row_value or []
+        return int(row[0]) if row else gr.skip()
+
+    table.select(pick, None, object_id, api_visibility="private", queue=False)
     outs = [note, table, coco_btn]
     tab.select(refresh, [ctx.det, ctx.cls, ctx.session], outs, api_name="ui_review", **FAST)
     gr.on([ctx.det.change, ctx.cls.change], refresh_if_shown, [ctx.det, ctx.cls, ctx.session, ctx.shown_tab], outs,

@@ -34,7 +34,8 @@ def note(session, view) -> str:
                  "Give the volume imaged per frame for concentrations.")
     corrected = sum(o.corrected for f in view.frames for o in f.objects)
     if session.corrections or session.earlier:
-        parts.append(f"Counts use your corrections ({corrected} corrected objects shown; objects marked not plankton are left out).")
+        parts.append(f"Counts use your corrections ({corrected} corrected object{'s' if corrected != 1 else ''} shown; "
+                     "objects marked not plankton are left out).")
     return " ".join(parts)
 
 
