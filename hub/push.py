@@ -12,7 +12,10 @@ import os
 import sys
 from pathlib import Path
 
-from plankton.publish import PushError, prepare, push_artifact
+from plankton.publish import PushError, error_line, prepare, push_artifact
+
+from .space import add_parser as add_space_parser
+from .space import run as run_space
 
 log = logging.getLogger("hub")
 
@@ -41,13 +44,6 @@ def push_from_args(folder: str | Path, args: argparse.Namespace) -> dict | None:
 
 
 # -- command line -------------------------------------------------------------
-def error_line(e: BaseException) -> str:
-    """An error from huggingface_hub or the network, on one line with its type."""
-    text = str(e).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return f"{type(e).__name__}: " + (" ".join(lines[:3]) if lines else "")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m hub", description="Publish plankton model artifacts to the Hugging Face Hub.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -64,8 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("folder")
     card.add_argument("--repo", default=None, metavar="ORG/NAME")
     card.add_argument("--license", default=None)
-    from .space import add_parser as add_space_parser  # here, not at the top: hub.space imports this module
-
     add_space_parser(sub)
     return p
 
@@ -74,9 +68,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="hub: %(message)s")
     if args.command == "space":
-        from .space import run
-
-        return run(args)
+        return run_space(args)
     try:
         if args.command == "card":
             print(prepare(args.folder, args.repo, args.license)[2])

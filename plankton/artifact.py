@@ -110,7 +110,7 @@ def build_cascade(config: dict, folder: str | Path, runtime: str = "torch", devi
     folder = Path(folder)
     onnx_models = None
     if runtime != "torch":
-        from .onnx import load_onnx_models
+        from .runtimes import load_onnx_models
 
         onnx_models = load_onnx_models(folder, config, runtime, device)  # None: use torch
     try:

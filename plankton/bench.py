@@ -39,6 +39,8 @@ import threading
 import time
 from pathlib import Path
 
+from .files import portable
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_FRAMES = REPO / "plankton_app" / "examples" / "frames"
 STAGES = ("decode", "detect", "crop", "embed", "match", "write")
@@ -46,7 +48,7 @@ GROWTH_AFTER = 50
 GROWTH_TOLERANCE_MB = 25.0  # allocator noise; a leak of one frame (6 MB) per frame would show as gigabytes
 TARGETS = {"fps": 1.5, "cold_start_s": 20.0, "peak_rss_mb": 1536.0, "refilter_ms": 50.0}
 INT8_FPS = 6.0  # issue 15: twice fp32 ONNX Runtime's 3 frames/s on 2 cores
-RUNTIMES = ("torch", "onnx", "int8", "onnx-int8", "openvino-int8", "auto")  # plankton.onnx.RUNTIMES, without importing torch here
+RUNTIMES = ("torch", "onnx", "int8", "onnx-int8", "openvino-int8", "auto")  # plankton.runtimes.RUNTIMES, without importing torch here
 INT8_RUNTIMES = ("int8", "onnx-int8", "openvino-int8")
 
 
@@ -348,13 +350,8 @@ def _cold_start_child(args) -> int:
 
 
 def _portable(path) -> str:
-    """A path as it may be recorded in a committed JSON file: relative to
-    the repository when inside it, else only its last component."""
-    p = Path(path).resolve()
-    try:
-        return p.relative_to(REPO).as_posix()
-    except ValueError:
-        return p.name
+    """A path as it may be recorded in a committed JSON file."""
+    return portable(str(Path(path).resolve()), REPO)
 
 
 def _command(args) -> str:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .images import DEFAULT_MAX_PIXELS, ImageError, read_image
 
 EXIT_OK, EXIT_PARTIAL = 0, 2
-RUNTIME_CHOICES = ["auto", "torch", "onnx", "int8", "onnx-int8", "openvino-int8"]  # plankton.onnx.RUNTIMES, without importing torch here
+RUNTIME_CHOICES = ["auto", "torch", "onnx", "int8", "onnx-int8", "openvino-int8"]  # plankton.runtimes.RUNTIMES, without importing torch here
 
 
 def _err(msg: str) -> None:
@@ -74,7 +74,8 @@ def cmd_predict(args) -> int:
 
     cascade = load_artifact(path, device=args.device, runtime=args.runtime)
     if not args.quiet:
-        _err(f"runtime: {cascade.runtime}")
+        # Informational, so not prefixed like the warnings and errors.
+        print(f"runtime: {cascade.runtime}", file=sys.stderr, flush=True)
     opts = options(cascade, args)
     try:
         sample = _sample(args, cascade.config)
@@ -216,7 +217,7 @@ def cmd_classify(args) -> int:
 
 def cmd_info(args) -> int:
     from .manifest import read_config
-    from .onnx import auto_runtime
+    from .runtimes import auto_runtime
 
     from .gallery import summary, summary_lines
 

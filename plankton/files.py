@@ -74,3 +74,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 __all__ = ["atomic_folder", "atomic_path", "atomic_write_bytes", "atomic_write_text", "one_line", "sha256"]
+
+
+def portable(obj, root: str | Path | None = None):
+    """``obj`` (JSON-like) with every absolute path made relative to
+    ``root`` (default: the working directory) when inside it, else cut to
+    its last component: a model's record travels to other machines and to
+    the Hub, where this machine's folders mean nothing."""
+    root = Path(root or os.getcwd()).resolve()
+    if isinstance(obj, dict):
+        return {k: portable(v, root) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(v, root) for v in obj]
+    if isinstance(obj, str) and (obj.startswith("/") or (len(obj) > 2 and obj[1] == ":" and obj[2] in "\\/")):
+        p = Path(obj)
+        try:
+            return p.resolve().relative_to(root).as_posix()
+        except ValueError:
+            return p.name
+    return obj

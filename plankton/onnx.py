@@ -6,7 +6,8 @@ safetensors (``python -m training.export_onnx MODEL_DIR`` adds them, and
 records in config.json's "onnx" section which safetensors they were made
 from). ``load_artifact(folder, runtime="onnx"|"auto")`` then runs them in
 ONNX Runtime; the PyTorch path stays the default and always works. INT8
-versions of both (``plankton.quantized``) come before them under "auto".
+versions of both (``plankton.quantized``) come before them under "auto"
+(``plankton.runtimes`` chooses).
 
 Graphs: the detector maps ``images`` B×3×H×W float32 in 0..1 (H, W
 multiples of the stride) to ``output0`` B×(4+nc)×A — the Detect head's
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .manifest import DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, ArtifactError
+from .manifest import DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS
 
 DETECTOR_ONNX, EMBEDDER_ONNX = "detector.onnx", "embedder.onnx"
 ONNX_FILES = (DETECTOR_ONNX, EMBEDDER_ONNX)
@@ -350,99 +351,6 @@ def onnx_status(folder: str | Path, config: dict) -> str | None:
     return None
 
 
-RUNTIMES = ("torch", "onnx", "int8", "onnx-int8", "openvino-int8", "auto")
-INT8_RUNTIMES = {"int8": None, "onnx-int8": "onnxruntime", "openvino-int8": "openvino"}  # name → route (None: the artifact's)
-
-
-def _embedder_problem(path: Path, emb, config: dict) -> str | None:
-    dim = int(config["embedder"]["dim"])
-    if emb.dim != dim:
-        return f"{path}: {emb.dim}-d embeddings but config.json says {dim}"
-    want = int(config["embedder"].get("size_features", 0))
-    if emb.size_features != want:
-        return f"{path}: takes {emb.size_features} size features but config.json says {want}"
-    return None
-
-
-def _load_int8(folder: Path, config: dict, runtime: str, device: str, threads: int | None):
-    """(models, None) or (None, why not) for the INT8 files."""
-    from .quantized import ROUTE_FILES, int8_status, load_int8_models
-
-    problem = int8_status(folder, config, INT8_RUNTIMES.get(runtime))
-    if problem is None and torch.device(device).type != "cpu":
-        problem = f"the INT8 path runs on the CPU only, not {device}"
-    if problem is None:
-        try:
-            det, emb, name = load_int8_models(folder, config, threads)
-            problem = _embedder_problem(folder / ROUTE_FILES[config["int8"]["route"]][1], emb, config)
-            if problem is None:
-                return (det, emb, name), None
-        except Exception as e:  # the runtime's own error types
-            problem = f"{folder}: the INT8 files cannot be loaded ({' '.join(str(e).split())[:300]})"
-    return None, problem
-
-
-def auto_runtime(folder: str | Path, config: dict) -> dict:
-    """What ``runtime="auto"`` picks on the CPU, and why not each faster
-    runtime, from the files, config and CPU alone (no network is loaded,
-    so a file that fails to load is not caught here)."""
-    from .quantized import RUNTIME_NAMES, int8_status
-
-    folder, why_not = Path(folder), {}
-    problem = int8_status(folder, config)
-    if problem is None:
-        return {"runtime": RUNTIME_NAMES[config["int8"]["route"]], "why_not": why_not}
-    why_not["int8"] = problem
-    problem = onnx_status(folder, config)
-    if problem is None:
-        return {"runtime": "onnx", "why_not": why_not}
-    why_not["onnx"] = problem
-    return {"runtime": "torch", "why_not": why_not}
-
-
-def load_onnx_models(folder: str | Path, config: dict, runtime: str = "auto", device: str = "cpu", threads: int | None = None):
-    """For ``build_cascade``: (detector, embedder, runtime name), or None
-    when PyTorch should run. ``runtime="auto"`` takes the INT8 files when
-    ``quantized.int8_status`` finds them usable, else the fp32 ONNX files
-    when current, else None; INT8 or ONNX files that are present but
-    unusable get a warning saying why. An explicit runtime ("onnx", "int8",
-    "onnx-int8", "openvino-int8") that cannot be used is an ArtifactError."""
-    import warnings
-
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
-    if runtime == "torch":
-        return None
-    folder = Path(folder)
-    if runtime in INT8_RUNTIMES or runtime == "auto":
-        from .quantized import present_routes
-
-        models, problem = _load_int8(folder, config, runtime, device, threads)
-        if models is not None:
-            return models
-        if runtime != "auto":
-            raise ArtifactError(problem)
-        shipped = (config.get("int8") or {}).get("route")
-        if (shipped or present_routes(folder)) and torch.device(device).type == "cpu":  # INT8 meant to be used, but not usable: say why
-            warnings.warn(f"not using the INT8 files: {problem}", RuntimeWarning, stacklevel=3)
-    problem = onnx_status(folder, config)
-    if problem is None and torch.device(device).type != "cpu":
-        problem = f"the ONNX Runtime path runs on the CPU only, not {device}"
-    if problem is None:
-        try:
-            det, emb = load_detector(folder / DETECTOR_ONNX, threads), load_embedder(folder / EMBEDDER_ONNX, threads)
-            problem = _embedder_problem(folder / EMBEDDER_ONNX, emb, config)
-            if problem is None:
-                return det, emb, "onnx"
-        except Exception as e:  # onnxruntime's own error types
-            problem = f"{folder}: ONNX Runtime cannot load the ONNX files ({' '.join(str(e).split())[:300]})"
-    if runtime == "onnx":
-        raise ArtifactError(problem)
-    if has_onnx(folder):  # files present but unusable: say why once; absent files are the normal case
-        warnings.warn(f"using PyTorch: {problem}", RuntimeWarning, stacklevel=3)
-    return None
-
-
-__all__ = ["INT8_RUNTIMES", "RUNTIMES", "auto_runtime", "load_onnx_models", "DETECTOR_ONNX", "EMBEDDER_ONNX", "ONNX_FILES", "OPSET", "OrtDetectionModel", "OrtEmbeddingModel", "available",
+__all__ = ["DETECTOR_ONNX", "EMBEDDER_ONNX", "ONNX_FILES", "OPSET", "OrtDetectionModel", "OrtEmbeddingModel", "available",
            "available_cpus", "check_parity", "default_threads", "export_detector", "export_embedder",
            "has_onnx", "load_detector", "load_embedder", "make_session", "onnx_status", "session_options"]

@@ -138,3 +138,10 @@ def push_artifact(
 
 
 __all__ = ["CARD", "PushError", "collect_files", "prepare", "push_artifact"]
+
+
+def error_line(e: BaseException) -> str:
+    """An error from huggingface_hub or the network, on one line with its type."""
+    text = str(e).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return f"{type(e).__name__}: " + (" ".join(lines[:3]) if lines else "")

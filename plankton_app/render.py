@@ -172,7 +172,7 @@ def model_markdown(info: dict) -> str:
         figures.append(f"detection AP@0.5 **{det['ap50']:.3f}**, recall {det.get('recall', float('nan')):.3f}")
     if isinstance(ident.get("top1"), float):
         figures.append(f"identification top-1 **{ident['top1']:.3f}**, F1-macro {ident.get('f1_macro', float('nan')):.3f}"
-                       + (f", F1-macro over species with ≥ {10} training boxes {ident['f1_macro_common']:.3f}" if isinstance(ident.get("f1_macro_common"), float) else ""))
+                       + (f", F1-macro over species with ≥ {ident.get('common_species', {}).get('min_training_boxes', 10)} training boxes {ident['f1_macro_common']:.3f}" if isinstance(ident.get("f1_macro_common"), float) else ""))
     if isinstance(ident.get("unknown_rate_at_threshold"), float):
         figures.append(f"at the default thresholds {100 * ident['unknown_rate_at_threshold']:.1f}% of known objects are *unknown*"
                        + (f" and {100 * ident['accuracy_of_named_at_threshold']:.1f}% of the named ones are right" if isinstance(ident.get("accuracy_of_named_at_threshold"), float) else ""))

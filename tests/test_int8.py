@@ -162,7 +162,7 @@ def test_info_says_which_runtime(int8_artifact, tmp_path, avx2_cpu, capsys):
     from plankton.cli import main
 
     folder = _copy(int8_artifact, tmp_path / "info", _passed)
-    assert main(["info", "--model", str(folder)]) == 0
+    assert main(["info", "--model", str(folder), "--json"]) == 0
     runtime = json.loads(capsys.readouterr().out)["runtime"]
     assert runtime["runtime"] == "onnx-int8" and runtime["int8_parity"]["passed"] is True
 
@@ -223,7 +223,7 @@ def test_bundled_int8_agrees_with_fp32_on_the_committed_frames(frames_coco):
     not objects are left out: they come and go with any change."""
     from plankton.geometry import box_iou
     from plankton.images import read_image
-    from plankton.onnx import auto_runtime
+    from plankton.runtimes import auto_runtime
 
     folder, config = _bundled()
     if not (config.get("int8") or {}).get("route"):

@@ -5,6 +5,7 @@ pyproject.toml's ranges."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -109,6 +110,55 @@ def test_library_never_imports_the_app_training_or_hub():
 
 def test_cli_runtime_choices_are_the_library_runtimes():
     from plankton.cli import RUNTIME_CHOICES
-    from plankton.onnx import RUNTIMES
+    from plankton.runtimes import RUNTIMES
 
     assert set(RUNTIME_CHOICES) == set(RUNTIMES)
+
+
+def _strings(obj, where=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _strings(v, f"{where}/{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _strings(v, f"{where}[{i}]")
+    elif isinstance(obj, str):
+        yield where, obj
+
+
+ABSOLUTE = re.compile(r"(^|[\s='\"])(/(tmp|root|work|home|mnt|Users)/|[A-Za-z]:\\)")
+
+
+def test_committed_json_holds_no_machine_paths():
+    """A model record or a benchmark that names one machine's folders
+    cannot be reproduced elsewhere and leaks who made it."""
+    tracked = subprocess.run(["git", "ls-files", "*.json"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    assert "models/default/config.json" in tracked
+    found = [(name, where, value[:80]) for name in tracked
+             for where, value in _strings(json.loads((REPO / name).read_text(encoding="utf-8")))
+             if ABSOLUTE.search(value)]
+    assert not found, found
+
+
+def _imports(path: Path, name: str) -> set[str]:
+    """Modules that ``name`` (at ``path``) imports anywhere in its body,
+    lazy imports inside functions included."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[:len(package) - node.level + 1] if node.level else [])
+            mod = ".".join(x for x in (base, node.module or "") if x) if node.level else node.module
+            out |= {mod} | {f"{mod}.{a.name}" for a in node.names}
+    return out
+
+
+def test_no_two_modules_import_each_other():
+    modules = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+               for pkg in ("plankton", "plankton_app", "training", "hub") for p in (REPO / pkg).rglob("*.py")}
+    deps = {m: _imports(p, m) & modules.keys() for m, p in modules.items()}
+    assert deps["plankton.artifact"] >= {"plankton.runtimes"}  # the walk sees lazy imports
+    circles = sorted({tuple(sorted((a, b))) for a, ds in deps.items() for b in ds if b != a and a in deps[b]})
+    assert not circles, circles

@@ -28,7 +28,9 @@ from plankton.embedder import EmbeddingNet
 from plankton.identifier import Identifier, IdentifierConfig
 from plankton.prototypes import Prototypes
 
-from .common import hardware, log, portable, setup
+from plankton.files import portable
+
+from .common import hardware, log, setup
 from .crops_data import FrameCache, load_index
 from .thresholds import class_thresholds, held_out_similarity, quantile_table
 
