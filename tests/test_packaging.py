@@ -140,7 +140,7 @@ def test_committed_json_holds_no_machine_paths():
     assert not found, found
 
 
-def _imports(path: Path, name: str) -> set[str]:
+def _module_imports(path: Path, name: str) -> set[str]:
     """Modules that ``name`` (at ``path``) imports anywhere in its body,
     lazy imports inside functions included."""
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
@@ -158,7 +158,7 @@ def _imports(path: Path, name: str) -> set[str]:
 def test_no_two_modules_import_each_other():
     modules = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
                for pkg in ("plankton", "plankton_app", "training", "hub") for p in (REPO / pkg).rglob("*.py")}
-    deps = {m: _imports(p, m) & modules.keys() for m, p in modules.items()}
+    deps = {m: _module_imports(p, m) & modules.keys() for m, p in modules.items()}
     assert deps["plankton.artifact"] >= {"plankton.runtimes"}  # the walk sees lazy imports
     circles = sorted({tuple(sorted((a, b))) for a, ds in deps.items() for b in ds if b != a and a in deps[b]})
     assert not circles, circles

@@ -4,6 +4,7 @@ build_prototypes → evaluate. Tiny settings; checks the outputs' shapes."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -441,3 +442,30 @@ def test_calibrate_picks_the_quantile_on_frames_outside_the_other_models_validat
     # at 0.01 nothing is below 0.4 but 0.5>0.4: all named; at 0.05 0.5 < 0.6 → 1 of 5; at 0.1 a needs 0.85 → 0.7, 0.5 unknown
     assert [r["unknown_rate"] for r in rows] == pytest.approx([0.0, 0.2, 0.4])
     assert rows[0]["accuracy_of_named"] == 1.0
+
+
+def test_kept_out_frames_never_build_prototypes(size_aware, trained, tmp_path, monkeypatch):
+    """--frames all --keep-out COCO: the frames that COCO file lists (the
+    app's example frames) are never read, so they stay unseen."""
+    import training.crops_data as crops_data
+    from plankton.manifest import read_config
+    from training import build_prototypes
+
+    out, work, _ = size_aware
+    _, det_work, _, _ = trained
+    val = sorted({r["file"] for r in json.loads((out / "crops.json").read_text())["crops"] if r["split"] == "val"})
+    kept = Path(val[0]).name.split("_", 1)[1]  # training.prepare's copy is ID_NAME; the COCO file names NAME
+    (tmp_path / "keep.json").write_text(json.dumps({"images": [{"id": 1, "file_name": f"frames/{kept}", "width": 8, "height": 8}],
+                                                     "annotations": [], "categories": []}))
+    read = []
+    original = crops_data.read_image
+    monkeypatch.setattr(crops_data, "read_image", lambda f, *a, **k: read.append(Path(f).name.split("_", 1)[1]) or original(f, *a, **k))
+    model = build_prototypes.main(["--crops", str(out / "crops.json"), "--detector", str(det_work / "det"), "--embedder", str(work / "emb"),
+                                   "--det-imgsz", "640", "--frames", "all", "--keep-out", str(tmp_path / "keep.json"),
+                                   "--min-class-samples", "2", "--cv-folds", "2", "--out", str(tmp_path / "m")])
+    assert read and kept not in read
+    config = read_config(model)
+    assert config["training"]["prototypes"]["kept_out_frames"] == [kept]
+    # The committed frames have one validation frame, so nothing joins the training frames' prototypes: no second
+    # prototype file for evaluation (without --keep-out there is one: test_size_aware_model_builds_evaluates_and_reloads).
+    assert len(val) == 1 and "evaluation_file" not in config["prototypes"]

@@ -23,12 +23,12 @@ from tqdm import tqdm
 
 from plankton.artifact import save_artifact
 from plankton.crops import CropConfig, size_features
+from plankton.data import read_coco_json
 from plankton.detector import DetectorConfig, build_detection_model
 from plankton.embedder import EmbeddingNet
+from plankton.files import portable
 from plankton.identifier import Identifier, IdentifierConfig
 from plankton.prototypes import Prototypes
-
-from plankton.files import portable
 
 from .common import hardware, log, setup
 from .crops_data import FrameCache, load_index
@@ -161,6 +161,9 @@ def main(argv=None) -> Path:
                    help="species with fewer than N training crops also get the 7 other rotations/mirrors of each crop in their prototypes")
     p.add_argument("--frames", default="train", choices=["train", "all"],
                    help="frames whose crops build the prototypes: train (for evaluation) or all labelled frames (to ship, after evaluation)")
+    p.add_argument("--keep-out", nargs="*", default=[], metavar="COCO",
+                   help="with --frames all: the frames these COCO files list (by file name) stay out of the prototypes "
+                        "(the app's example frames, which the tests treat as unseen)")
     p.add_argument("--split-seed", type=int, default=None, help="the frames split again with this seed (as train_embedder --split-seed)")
     p.add_argument("--name", default="plankton-studycase")
     p.add_argument("--weights-dtype", default="float16", choices=["float16", "float32"], help="storage precision of the weights files")
@@ -177,9 +180,12 @@ def main(argv=None) -> Path:
     crop = CropConfig(**emb_info["crop"])
     identifier = Identifier(embedder, IdentifierConfig.for_backbone(emb_info["backbone"], crop))
     records = train
+    kept_out = {Path(im["file_name"]).name for f in args.keep_out for im in read_coco_json(f)[0]["images"]}
     if args.frames == "all":
         val, _, _ = load_index(args.crops, "val", names, split_seed=args.split_seed)
-        records = train + [r for r in val if r["label"] >= 0]  # a species without training crops has no place in the embedder's training
+        # a species without training crops has no place in the embedder's training
+        # training.prepare names a frame's copy ID_NAME (six-digit id), so NAME is the original file name
+        records = train + [r for r in val if r["label"] >= 0 and Path(r["file"]).name.split("_", 1)[-1] not in kept_out]
     cache = FrameCache([r["file"] for r in records])
     labels = np.array([r["label"] for r in records])
     counts = np.bincount(labels, minlength=len(names))
@@ -217,6 +223,7 @@ def main(argv=None) -> Path:
             "frames": args.frames, "split_seed": args.split_seed, "crops": int(len(records)), "embeddings": int(len(emb)),
             "crops_per_species": {n: int(c) for n, c in zip(names, np.bincount(labels, minlength=len(names))) if c},
             "rare_views": args.rare_views,
+            "kept_out_frames": sorted(kept_out) if args.frames == "all" else [],
             "threshold_rule": (f"{args.quantile:.0%} quantile of held-out similarity to the own species' prototypes, built without the "
                                f"crop's frame ({args.cv_folds}-fold over training frames); species with fewer than {args.min_class_samples} "
                                f"held-out crops use the pooled quantile, which is also every species' floor"),
