@@ -68,18 +68,6 @@ class Entry:
     height: int | None
 
 
-@dataclass(frozen=True)
-class Box:
-    id: int
-    image_id: int
-    category_id: int
-    xywh: tuple[float, float, float, float]
-
-    @property
-    def longer_side(self) -> float:
-        return max(self.xywh[2], self.xywh[3])
-
-
 @dataclass
 class Survey:
     """What the annotation file holds. Boxes with a valid bbox, a known image
@@ -87,7 +75,7 @@ class Survey:
     the file, so they are counted (and warned about)."""
     categories: dict[int, str]
     entries: list[Entry]  # every image entry with an id and a file name, in file order
-    boxes: list[Box]
+    boxes: list[data.CocoBox]
     warnings: dict[str, list[dict]] = field(default_factory=lambda: {k: [] for k in WARNING_KINDS})
 
     def warn(self, kind: str, message: str, **details) -> None:
@@ -180,7 +168,7 @@ def _survey_boxes(doc: dict, s: Survey) -> None:
                 s.warn("malformed", f"annotation {aid} (image {iid}): bbox must be 4 finite numbers, "
                                     f"got {e.get('bbox')!r}", ann_id=aid)
             else:
-                s.boxes.append(Box(aid, iid, cid, xywh))
+                s.boxes.append(data.CocoBox(aid, iid, cid, xywh))
 
 
 def _check_boxes(s: Survey, min_stride: float) -> None:
@@ -198,7 +186,7 @@ def _check_boxes(s: Survey, min_stride: float) -> None:
         W, H = entry.width, entry.height
         if W is not None and (x < 0 or y < 0 or x + w > W or y + h > H):
             s.warn("outside_frame", f"{where}: box {box} extends outside the {W}x{H} frame", **details)
-        if b.longer_side < min_stride:
+        if max(b.xywh[2:]) < min_stride:
             # The whole object fits inside one cell of the finest detection grid.
             s.warn("below_stride", f"{where}: box {box} is {_fmt(w)}x{_fmt(h)} px, smaller than the "
                                    f"detector's smallest stride ({_fmt(min_stride)} px)", **details)
@@ -234,7 +222,7 @@ def statistics(s: Survey, um_per_px: float | None = None) -> dict:
         boxes_of[b.category_id] += 1
         frames_of[b.category_id].add(b.image_id)
         if b.xywh[2] > 0 and b.xywh[3] > 0:
-            sizes_of[b.category_id].append(round(b.longer_side * scale, 2))
+            sizes_of[b.category_id].append(round(max(b.xywh[2:]) * scale, 2))
     total = len(s.boxes)
     species = sorted(({"id": cid, "name": name, "boxes": boxes_of[cid], "frames": len(frames_of[cid]),
                        "share": boxes_of[cid] / total if total else 0.0,
@@ -255,7 +243,7 @@ def statistics(s: Survey, um_per_px: float | None = None) -> dict:
     }
 
 
-def pick_examples(s: Survey, per_species: int, seed: int = 0) -> dict[int, list[Box]]:
+def pick_examples(s: Survey, per_species: int, seed: int = 0) -> dict[int, list[data.CocoBox]]:
     """Up to ``per_species`` boxes per species, from as many different frames
     as possible, grouped by image id (so each frame is cut once)."""
     usable = {e.image_id for e in s.entries}
@@ -284,7 +272,7 @@ def _jpeg_b64(crop: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def scan_frames(s: Survey, root: Path, picks: dict[int, list[Box]] | None = None,
+def scan_frames(s: Survey, root: Path, picks: dict[int, list[data.CocoBox]] | None = None,
                 crop_cfg: CropConfig | None = None) -> dict[int, list[dict]]:
     """Read every listed file once: missing, unreadable, wrongly sized and
     byte-identical frames become warnings. Returns the example crops of
