@@ -232,11 +232,12 @@ def cmd_info(args) -> int:
         print(json.dumps(info, indent=2, default=str))
         return EXIT_OK
     ident = cfg["identifier"]
+    matched = "each species' mean" if cfg["prototypes"].get("mode") == "mean" else "the best of each species' mean and sub-centres"
     lines = [f"model: {cfg.get('name')} (version {cfg.get('version', 1)}, created {cfg.get('created')}) in {folder}",
              f"runtime: {runtime['runtime']}" + "".join(f"; not {k}: {v}" for k, v in runtime["why_not"].items()),
              f"detector: {cfg['detector'].get('architecture')} at {cfg['detector'].get('imgsz')} px, threshold {cfg['detector'].get('conf')}",
              f"embedder: {cfg['embedder'].get('backbone')}, {cfg['embedder'].get('dim')}-d, crops {ident['crop']}",
-             f"identifier threshold: {ident.get('threshold')} (species with their own: {len(ident.get('class_thresholds') or {})})",
+             f"identifier threshold: {ident.get('threshold')} (species with their own: {len(ident.get('class_thresholds') or {})}); matched to {matched}",
              f"species ({len(info['classes'])}): " + ", ".join(f"{n} [{ident['class_thresholds'][n]}]" if n in (ident.get("class_thresholds") or {}) else n
                                                             for n in info["classes"])]
     print("\n".join(lines + (summary_lines(gallery) if gallery else [])))

@@ -51,6 +51,27 @@ def topk_accuracy(true_names: np.ndarray, similarity: np.ndarray, class_names: l
     return float(np.mean([t in set(names[o]) for t, o in zip(true_names, order)]))
 
 
+def open_set(true_names: np.ndarray, similarity: np.ndarray, class_names: list[str], threshold) -> dict:
+    """What happens to a species the model has never seen: each species
+    present in ``true_names`` (N names) has its column of the N×C
+    ``similarity`` removed in turn, and the share of its objects that then
+    come out ``unknown`` under ``threshold`` (one float, or C per-class
+    values) is counted. Returns {"unknown_rate_macro", "unknown_rate_weighted",
+    "per_species": [{species, unknown_rate, objects}]}; rates are None
+    without objects."""
+    true_names, similarity = np.asarray(true_names, dtype=object), np.atleast_2d(np.asarray(similarity, np.float32))
+    thr = class_thresholds(threshold, len(class_names))
+    rows = []
+    for c in sorted(set(true_names) & set(class_names)):
+        keep = np.array([j for j, n in enumerate(class_names) if n != c], int)
+        s = similarity[true_names == c][:, keep]
+        rate = float((s.max(1) < thr[keep][s.argmax(1)]).mean()) if len(keep) else 1.0
+        rows.append({"species": c, "unknown_rate": rate, "objects": int(len(s))})
+    rates, n = [r["unknown_rate"] for r in rows], [r["objects"] for r in rows]
+    return {"unknown_rate_macro": float(np.mean(rates)) if rows else None,
+            "unknown_rate_weighted": float(np.average(rates, weights=n)) if rows else None, "per_species": rows}
+
+
 def coverage_curve(true_names: np.ndarray, similarity: np.ndarray, class_names: list[str], thresholds=None, offsets=None) -> list[dict]:
     """Accuracy on the objects that get a name, against coverage (the share
     that get one rather than ``unknown``), as the threshold moves.

@@ -35,11 +35,16 @@ def _subcenters(emb: np.ndarray, k: int, seed: int) -> np.ndarray:
     return _normalise(km.cluster_centers_)
 
 
+MODES = ("subcenter", "mean")
+
+
 @dataclass
 class Prototypes:
     """names: C class names. means: C×D unit class means. subcenters:
     C×K×D unit sub-centre prototypes. ``mode`` picks what a match uses:
-    "subcenter" (max over the class's sub-centres and mean) or "mean".
+    "subcenter" (max over the class's sub-centres and mean) or "mean" (the
+    class mean alone: a rare species' sub-centres are its few crops
+    themselves, which makes matching a noisy nearest-neighbour vote).
     support, support_labels: the M×D embeddings the prototypes were built
     from and their M class indices (optional), so that new examples can
     later join a class and its sub-centres be found again (``add``)."""
@@ -52,6 +57,8 @@ class Prototypes:
     support_labels: np.ndarray | None = None
 
     def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"prototype mode {self.mode!r}: expected one of {', '.join(MODES)}")
         self.means = np.asarray(self.means, np.float32)
         self.subcenters = np.asarray(self.subcenters, np.float32)
         if (self.support is None) != (self.support_labels is None):
@@ -73,10 +80,12 @@ class Prototypes:
         return int(self.means.shape[1])
 
     @classmethod
-    def build(cls, embeddings: np.ndarray, labels: np.ndarray, names: list[str], k: int = 5, seed: int = 0, keep_support: bool = True) -> "Prototypes":
+    def build(cls, embeddings: np.ndarray, labels: np.ndarray, names: list[str], k: int = 5, seed: int = 0, keep_support: bool = True,
+              mode: str = "subcenter") -> "Prototypes":
         """From N×D embeddings and N integer labels indexing ``names``.
         Classes without samples get no prototype (they cannot be predicted).
-        ``keep_support``: keep the embeddings, for ``add``."""
+        ``keep_support``: keep the embeddings, for ``add``. ``mode``: what a
+        match uses (sub-centres are built either way, for the gallery)."""
         embeddings, labels = _normalise(embeddings), np.asarray(labels)
         kept, means, subs, support, support_labels = [], [], [], [], []
         for c, name in enumerate(names):
@@ -89,7 +98,7 @@ class Prototypes:
                 subs.append(_subcenters(e, k, seed))
         D = embeddings.shape[1]
         sup = (np.concatenate(support) if support else np.zeros((0, D), np.float32), np.array(support_labels, np.int64)) if keep_support else (None, None)
-        return cls(kept, np.reshape(means, (-1, D)), np.reshape(subs, (-1, k, D)), support=sup[0], support_labels=sup[1])
+        return cls(kept, np.reshape(means, (-1, D)), np.reshape(subs, (-1, k, D)), mode, support=sup[0], support_labels=sup[1])
 
     def add(self, examples: dict[str, np.ndarray], seed: int = 0) -> "Prototypes":
         """New examples join their classes ({name: N×D embeddings}): a known
@@ -102,10 +111,9 @@ class Prototypes:
         names = list(self.names) + [n for n in examples if n not in self.names]
         emb = [self.support] + [np.asarray(e, np.float32).reshape(-1, self.dim) for e in examples.values()]
         labels = [self.support_labels] + [np.full(len(np.asarray(e).reshape(-1, self.dim)), names.index(n)) for n, e in examples.items()]
-        rebuilt = Prototypes.build(np.concatenate(emb), np.concatenate(labels), names, k=self.subcenters.shape[1], seed=seed)
+        rebuilt = Prototypes.build(np.concatenate(emb), np.concatenate(labels), names, k=self.subcenters.shape[1], seed=seed, mode=self.mode)
         untouched = [i for i, n in enumerate(self.names) if n not in examples]  # keep their exact sub-centres
         rebuilt.means[untouched], rebuilt.subcenters[untouched] = self.means[untouched], self.subcenters[untouched]
-        rebuilt.mode = self.mode
         return rebuilt
 
     def enrol(self, name: str, embeddings: np.ndarray, seed: int = 0) -> "Prototypes":

@@ -140,7 +140,8 @@ def training_rows(training: dict | None) -> list[list]:
     if protos:
         which = "every labelled frame" if protos.get("frames") == "all" else "training frames"
         rule = "; per-species thresholds from held-out training frames" if "held-out" in protos.get("threshold_rule", "") else ""
-        rows.append(["prototypes and thresholds", f"class means + sub-centres{rule}", f"crops of {which}", None,
+        matched = "class means (sub-centres for the gallery)" if protos.get("match") == "mean" else "class means + sub-centres"
+        rows.append(["prototypes and thresholds", f"{matched}{rule}", f"crops of {which}", None,
                      _hardware(protos.get("hardware")), "not recorded"])
     if meta or training.get("data"):
         frames = f"{meta.get('n_train', '?')} training / {meta.get('n_val', '?')} validation frames" if meta else ""

@@ -94,3 +94,17 @@ def test_coverage_falls_as_threshold_rises():
         else:
             assert math.isnan(r["accuracy"])
     assert sum(not math.isnan(r["accuracy"]) for r in rows) >= 30  # most rows have named objects to score
+
+
+def test_open_set_counts_a_removed_species_objects_left_unknown():
+    from plankton.metrics import open_set
+
+    names = ["a", "b", "c"]
+    sim = np.array([[0.9, 0.7, 0.1],   # a: without "a", b at 0.7 names it (threshold 0.5)
+                    [0.9, 0.2, 0.3],   # a: without "a", nothing reaches 0.5 → unknown
+                    [0.1, 0.8, 0.6],   # b: without "b", c at 0.6 but c's own threshold is 0.7 → unknown
+                    [0.0, 0.0, 0.0]], np.float32)  # "x" has no prototype: not a species the test can remove
+    r = open_set(["a", "a", "b", "x"], sim, names, [0.5, 0.5, 0.7])
+    assert [(p["species"], p["unknown_rate"], p["objects"]) for p in r["per_species"]] == [("a", 0.5, 2), ("b", 1.0, 1)]
+    assert r["unknown_rate_macro"] == pytest.approx(0.75) and r["unknown_rate_weighted"] == pytest.approx(2 / 3)
+    assert open_set([], np.zeros((0, 3)), names, 0.5)["unknown_rate_macro"] is None

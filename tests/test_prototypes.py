@@ -72,6 +72,28 @@ def test_similarity(protos):
     assert protos.similarity(np.zeros((0, D))).shape == (0, 3)
 
 
+def test_mean_mode_is_not_swayed_by_one_atypical_crop_of_a_rare_species():
+    # "rare" has 2 crops: one typical (axis 3) and one that looks like "a" (axis 0). With
+    # sub-centres that crop is a prototype of its own and claims a's objects; the mean does not.
+    emb = np.concatenate([cluster(0, 20), unit(np.stack([axis(3), axis(0) + 0.05 * axis(3)]))])
+    labels = np.array([0] * 20 + [1, 1])
+    query = cluster(0, 5, spread=0.08, seed=3)
+    sub = Prototypes.build(emb, labels, ["a", "rare"], k=5)
+    mean = Prototypes.build(emb, labels, ["a", "rare"], k=5, mode="mean")
+    assert sub.mode == "subcenter" and mean.mode == "mean"
+    np.testing.assert_array_equal(mean.subcenters, sub.subcenters)  # built either way (the gallery shows them)
+    assert (np.array(sub.names)[sub.similarity(query).argmax(1)] == "rare").any()
+    assert (np.array(mean.names)[mean.similarity(query).argmax(1)] == "a").all()
+    np.testing.assert_allclose(mean.similarity(query), query @ mean.means.T, atol=1e-6)
+    added = mean.add({"rare": unit(axis(3)[None])})
+    assert added.mode == "mean"
+
+
+def test_unknown_mode_is_refused(protos):
+    with pytest.raises(ValueError, match="'nearest'"):
+        Prototypes(protos.names, protos.means, protos.subcenters, mode="nearest")
+
+
 def test_match_species_above_threshold_unknown_below(protos):
     q = cluster(1, 1, seed=9)
     best = protos.similarity(q)[0].max()

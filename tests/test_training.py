@@ -442,6 +442,20 @@ def test_calibrate_picks_the_quantile_on_frames_outside_the_other_models_validat
     # at 0.01 nothing is below 0.4 but 0.5>0.4: all named; at 0.05 0.5 < 0.6 → 1 of 5; at 0.1 a needs 0.85 → 0.7, 0.5 unknown
     assert [r["unknown_rate"] for r in rows] == pytest.approx([0.0, 0.2, 0.4])
     assert rows[0]["accuracy_of_named"] == 1.0
+    # open set (kept objects only): with "b" removed, b's two objects (0.1/0.2 to "a") fall below every a-threshold;
+    # with "a" removed, a's three (0.2/0.1 to "b") fall below b's thresholds 0.4, 0.6, 0.75
+    assert [r["open_set_macro"] for r in rows] == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_calibrate_keeps_the_open_set_floor_before_the_unknown_target():
+    from training.calibrate import choose
+
+    rows = [{"quantile": q, "unknown_rate": u, "open_set_macro": o}
+            for q, u, o in [(0.01, 0.03, 0.67), (0.02, 0.057, 0.85), (0.03, 0.077, 0.9), (0.05, 0.12, 0.95)]]
+    assert choose(rows, 0.05)["quantile"] == 0.01  # no floor: the largest quantile meeting the target
+    assert choose(rows, 0.05, 0.8)["quantile"] == 0.02  # the floor rules out 0.01: the fewest unknowns it allows
+    assert choose(rows, 0.1, 0.8)["quantile"] == 0.03  # both met: the largest such quantile
+    assert choose(rows, 0.05, 0.99)["quantile"] == 0.05  # no quantile keeps the floor: the safest
 
 
 def test_kept_out_frames_never_build_prototypes(size_aware, trained, tmp_path, monkeypatch):
@@ -469,3 +483,58 @@ def test_kept_out_frames_never_build_prototypes(size_aware, trained, tmp_path, m
     # The committed frames have one validation frame, so nothing joins the training frames' prototypes: no second
     # prototype file for evaluation (without --keep-out there is one: test_size_aware_model_builds_evaluates_and_reloads).
     assert len(val) == 1 and "evaluation_file" not in config["prototypes"]
+
+
+
+def test_mean_matching_is_recorded_in_the_artifact(size_aware, trained, tmp_path):
+    from plankton.artifact import load_artifact
+    from plankton.manifest import read_config
+    from training import build_prototypes
+
+    out, work, _ = size_aware
+    _, det_work, _, _ = trained
+    model = build_prototypes.main(["--crops", str(out / "crops.json"), "--detector", str(det_work / "det"), "--embedder", str(work / "emb"),
+                                   "--det-imgsz", "640", "--min-class-samples", "2", "--cv-folds", "2", "--out", str(tmp_path / "m"), "--match", "mean"])
+    config = read_config(model)
+    assert config["prototypes"]["mode"] == "mean" and config["training"]["prototypes"]["match"] == "mean"
+    assert load_artifact(model).identifier.prototypes.mode == "mean"
+
+
+def test_held_out_similarity_matches_as_the_model_will():
+    """With mode="mean" a held-out crop is scored against the mean of its
+    species' crops on the other folds' frames, as a mean-matching model
+    scores it; sub-centres (the crops themselves, for a small species) are
+    at least as close, and closer for a spread-out species."""
+    from training.thresholds import held_out_similarity
+
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(12, 8)).astype(np.float32)  # one spread-out species on 6 frames
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels, frames = np.zeros(12, int), np.repeat(np.arange(6), 2)
+    mean = held_out_similarity(emb, labels, frames, ["a"], k=5, folds=6, mode="mean")
+    sub = held_out_similarity(emb, labels, frames, ["a"], k=5, folds=6)
+    for i in range(12):
+        m = emb[frames != frames[i]].mean(0)
+        assert mean[i] == pytest.approx(float(emb[i] @ m / np.linalg.norm(m)), abs=1e-5)
+    assert (sub >= mean - 1e-6).all() and (sub > mean + 0.01).any()
+
+
+def test_unpack_embedder_gives_the_models_own_embedder(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from plankton.artifact import load_artifact
+    from plankton.crops import CropConfig
+    from plankton.embedder import EmbeddingNet
+    from training import unpack_embedder
+
+    model = Path(__file__).resolve().parents[1] / "models" / "default"
+    run = unpack_embedder.main([str(model), str(tmp_path / "emb")])
+    info = json.loads((run / "embedder.json").read_text())
+    cascade = load_artifact(model, runtime="torch")
+    assert info["names"] == cascade.class_names and CropConfig(**info["crop"]) == cascade.identifier.cfg.crop
+    net = EmbeddingNet(info["backbone"], info["dim"], size_features=info["size_features"]).eval()
+    net.load_state_dict(load_file(str(run / "embedder.safetensors")))
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        torch.testing.assert_close(net(x), cascade.identifier.model(x), atol=1e-5, rtol=1e-4)

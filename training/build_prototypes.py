@@ -28,7 +28,7 @@ from plankton.detector import DetectorConfig, build_detection_model
 from plankton.embedder import EmbeddingNet
 from plankton.files import portable
 from plankton.identifier import Identifier, IdentifierConfig
-from plankton.prototypes import Prototypes
+from plankton.prototypes import MODES, Prototypes
 
 from .common import hardware, log, setup
 from .crops_data import FrameCache, load_index
@@ -151,6 +151,8 @@ def main(argv=None) -> Path:
     p.add_argument("--detector-before", nargs="*", default=[], metavar="JSON",
                    help="train_detector.json of earlier stages (oldest first) that this detector continued from (--init)")
     p.add_argument("--k", type=int, default=5, help="sub-centres per class")
+    p.add_argument("--match", default="subcenter", choices=list(MODES),
+                   help="what a crop is matched to: the best of each species' sub-centres and mean, or its mean alone (see Prototypes)")
     p.add_argument("--det-conf", type=float, default=0.05, help="default detector threshold (low: recall first; set a priori, not tuned on validation)")
     p.add_argument("--det-imgsz", type=int, default=1920)
     p.add_argument("--quantile", type=float, default=0.05,
@@ -191,14 +193,15 @@ def main(argv=None) -> Path:
     counts = np.bincount(labels, minlength=len(names))
     rare = counts[labels] < args.rare_views
     emb, owner = embed_records(identifier, records, cache, f"{args.frames} crops", rare)
-    protos = Prototypes.build(emb, labels[owner], names, k=args.k, seed=args.seed)
+    protos = Prototypes.build(emb, labels[owner], names, k=args.k, seed=args.seed, mode=args.match)
     from_train = owner < len(train)
-    train_protos = None if from_train.all() else Prototypes.build(emb[from_train], labels[owner[from_train]], names, k=args.k, seed=args.seed)
+    train_protos = None if from_train.all() else Prototypes.build(emb[from_train], labels[owner[from_train]], names, k=args.k, seed=args.seed, mode=args.match)
     # Thresholds from the training frames alone (one view per crop), whichever frames built the prototypes.
     original = np.unique(owner, return_index=True)[1]  # a crop's own view comes before its extra views
     held = original[owner[original] < len(train)]
     frame_ids = np.array([r["image_id"] for r in records])
-    own = held_out_similarity(emb[held], labels[owner[held]], frame_ids[owner[held]], names, k=args.k, folds=args.cv_folds, seed=args.seed)
+    own = held_out_similarity(emb[held], labels[owner[held]], frame_ids[owner[held]], names, k=args.k, folds=args.cv_folds, seed=args.seed,
+                              mode=args.match)
     threshold, per_class = class_thresholds(own, labels[owner[held]], names, args.quantile, args.min_class_samples)
     table = quantile_table(own, labels[owner[held]], names, args.min_class_samples)
     log.info("%d prototypes from %d crops (%d views) of %s frames; global threshold %.3f, %d species with their own",
@@ -222,7 +225,7 @@ def main(argv=None) -> Path:
             "command": "python -m training.build_prototypes " + " ".join(sys.argv[1:] if argv is None else argv),
             "frames": args.frames, "split_seed": args.split_seed, "crops": int(len(records)), "embeddings": int(len(emb)),
             "crops_per_species": {n: int(c) for n, c in zip(names, np.bincount(labels, minlength=len(names))) if c},
-            "rare_views": args.rare_views,
+            "rare_views": args.rare_views, "match": args.match,
             "kept_out_frames": sorted(kept_out) if args.frames == "all" else [],
             "threshold_rule": (f"{args.quantile:.0%} quantile of held-out similarity to the own species' prototypes, built without the "
                                f"crop's frame ({args.cv_folds}-fold over training frames); species with fewer than {args.min_class_samples} "

@@ -11,7 +11,12 @@ split A): its validation frames that are *training* frames of model B
 never saw; the quantile that meets ``--target-unknown`` is then used for
 model B. Model B's own validation frames are never read.
 
-    python -m training.calibrate --model work/eval/scale_s1 --for-model work/eval/scale_s0 --target-unknown 0.04
+Fewer unknowns cost open-set safety: a lower threshold also names more
+objects of species the model has never seen. ``--min-open-set`` is a floor
+on the macro open-set rate (``plankton.metrics.open_set``) on the same
+frames; where no quantile meets both, the floor wins.
+
+    python -m training.calibrate --model work/eval/scale_s1 --for-model work/eval/scale_s0 --target-unknown 0.05 --min-open-set 0.8
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import json
 import numpy as np
 
 from plankton.manifest import read_config
-from plankton.metrics import predict_labels
+from plankton.metrics import open_set, predict_labels
 from plankton.results import UNKNOWN
 from plankton.validation import FILE, ValidationSet
 
@@ -31,18 +36,34 @@ from .thresholds import thresholds_at
 
 def sweep(table: dict, validation: ValidationSet, keep: np.ndarray) -> list[dict]:
     """For each quantile of ``table``: the share of known-species objects
-    (``keep``) left unknown, and the accuracy of those that are named."""
+    (``keep``) left unknown, the accuracy of those that are named, and the
+    macro open-set rate on them."""
     names = list(validation.class_names)
     true = np.asarray(validation.true_names, dtype=object)
     known = keep & np.isin(true, names)
     rows = []
     for q in table["grid"]:
         floor, per_class = thresholds_at(table, q)
-        pred = predict_labels(validation.similarity[known], names, np.array([per_class.get(n, floor) for n in names], np.float32))
+        thr = np.array([per_class.get(n, floor) for n in names], np.float32)
+        pred = predict_labels(validation.similarity[known], names, thr)
         named = pred != UNKNOWN
         rows.append({"quantile": q, "objects": int(known.sum()), "unknown_rate": float(np.mean(~named)) if known.any() else None,
-                     "accuracy_of_named": float(np.mean(pred[named] == true[known][named])) if named.any() else None})
+                     "accuracy_of_named": float(np.mean(pred[named] == true[known][named])) if named.any() else None,
+                     "open_set_macro": open_set(true[known], validation.similarity[known], names, thr)["unknown_rate_macro"]})
     return rows
+
+
+def choose(rows: list[dict], target_unknown: float, min_open_set: float = 0.0) -> dict:
+    """The sweep row to use. Among the quantiles whose open-set rate meets
+    ``min_open_set``, the largest whose unknown rate meets
+    ``target_unknown``; if none meets it, the smallest that keeps the
+    open-set floor (the fewest unknowns that floor allows); if no quantile
+    keeps the floor, the largest quantile."""
+    safe = [r for r in rows if (r.get("open_set_macro") or 0.0) >= min_open_set]
+    if not safe:
+        return max(rows, key=lambda r: r["quantile"])
+    ok = [r for r in safe if r["unknown_rate"] is not None and r["unknown_rate"] <= target_unknown]
+    return max(ok, key=lambda r: r["quantile"]) if ok else min(safe, key=lambda r: r["quantile"])
 
 
 def apply(folder: str, result: dict) -> None:
@@ -55,8 +76,9 @@ def apply(folder: str, result: dict) -> None:
     floor, per_class = thresholds_at(table, result["quantile"])
     config["identifier"] |= {"threshold": floor, "class_thresholds": dict(sorted(per_class.items()))}
     config["training"]["prototypes"]["threshold_calibration"] = {k: v for k, v in result.items() if k != "sweep"} | {
-        "rule": "the largest quantile whose unknown rate on the other split's model, on its validation frames that are this model's "
-                "training frames, is at most the target"}
+        "rule": "on the other split's model, on its validation frames that are this model's training frames: the largest quantile "
+                "whose unknown rate is at most the target among those whose macro open-set rate keeps the floor; the floor wins "
+                "where none meets both"}
     write_manifest(folder, config)
 
 
@@ -65,6 +87,8 @@ def main(argv=None) -> dict:
     p.add_argument("--model", required=True, help="model A: built and evaluated on another split (training.evaluate writes its validation set)")
     p.add_argument("--for-model", required=True, help="model B, whose validation frames are left out of model A's")
     p.add_argument("--target-unknown", type=float, default=0.04, help="the largest share of known objects left unknown")
+    p.add_argument("--min-open-set", type=float, default=0.0,
+                   help="the smallest macro open-set rate (objects of a species without prototypes called unknown); it wins over --target-unknown")
     p.add_argument("--out", default=None, help="also write the sweep here (JSON)")
     p.add_argument("--apply", action="store_true", help="set model B's thresholds to its own held-out quantiles at the chosen quantile")
     args = p.parse_args(argv)
@@ -79,10 +103,9 @@ def main(argv=None) -> dict:
     b_val = set((b.get("training") or {}).get("split", {}).get("val_ids") or [])
     keep = ~np.isin(validation.frames, list(b_val))
     rows = sweep(table, validation, keep)
-    ok = [r for r in rows if r["unknown_rate"] is not None and r["unknown_rate"] <= args.target_unknown]
-    chosen = max(ok, key=lambda r: r["quantile"]) if ok else min(rows, key=lambda r: r["quantile"])
+    chosen = choose(rows, args.target_unknown, args.min_open_set)
     result = {"model": a.get("name"), "for_model": b.get("name"), "frames_used": int(len(set(validation.frames[keep].tolist()))),
-              "target_unknown": args.target_unknown, "quantile": chosen["quantile"], "sweep": rows}
+              "target_unknown": args.target_unknown, "min_open_set": args.min_open_set, "quantile": chosen["quantile"], "sweep": rows}
     if args.out:
         from .common import write_json
 

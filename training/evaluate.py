@@ -23,7 +23,7 @@ from plankton.files import atomic_write_text
 from plankton.manifest import write_manifest
 from plankton.data import load_coco
 from plankton.images import read_image
-from plankton.metrics import coverage_curve, per_class_table, predict_labels, topk_accuracy
+from plankton.metrics import coverage_curve, open_set, per_class_table, predict_labels, topk_accuracy
 from plankton.prototypes import Prototypes
 from plankton.results import UNKNOWN, Detections
 from plankton.validation import ValidationSet
@@ -60,11 +60,6 @@ def identification_metrics(true: np.ndarray, sim: np.ndarray, names: list[str], 
     common = [c for c in present if (train_counts or {}).get(c, 0) >= min_train]
     at = predict_labels(s, names, thr)  # as the cascade answers: unknown below the best class's threshold
     named = at != UNKNOWN
-    unseen = []
-    for c in present:
-        keep = np.array([j for j, n in enumerate(names) if n != c], int)
-        rows = s[t == c][:, keep]
-        unseen.append((c, float((rows.max(1) < thr[keep][rows.argmax(1)]).mean()) if len(keep) else 1.0, int(len(rows))))
     return {
         "objects": int(len(t)), "objects_without_prototype": int((~known).sum()), "species": len(present),
         "top1": float(accuracy_score(t, pred)), "top5": topk_accuracy(t, s, names, 5),
@@ -80,9 +75,7 @@ def identification_metrics(true: np.ndarray, sim: np.ndarray, names: list[str], 
         "per_class": per_class_table(true, sim, names, thr),
         "per_class_argmax": per_class_table(t, s, names, -1.0),
         "coverage": coverage_curve(t, s, names, offsets=thr - threshold),
-        "open_set": {"unknown_rate_macro": float(np.mean([u for _, u, _ in unseen])) if unseen else None,
-                     "unknown_rate_weighted": float(np.average([u for _, u, _ in unseen], weights=[n for *_, n in unseen])) if unseen else None,
-                     "per_species": [{"species": c, "unknown_rate": u, "objects": n} for c, u, n in unseen]},
+        "open_set": open_set(t, s, names, thr),
     }
 
 

@@ -16,18 +16,19 @@ from plankton.prototypes import Prototypes
 
 
 def held_out_similarity(embeddings: np.ndarray, labels: np.ndarray, frames: np.ndarray, names: list[str], k: int = 5,
-                        folds: int = 5, seed: int = 0) -> np.ndarray:
+                        folds: int = 5, seed: int = 0, mode: str = "subcenter") -> np.ndarray:
     """N×D embeddings, N labels (indices into ``names``) and N frame ids →
     N own-class similarities, each computed with prototypes built from the
     other folds' frames only; NaN where the other folds have no example of
-    that species (a species seen on one frame only)."""
+    that species (a species seen on one frame only). ``mode``: how the
+    prototypes match (``Prototypes.mode``), as in the model."""
     labels, frames = np.asarray(labels), np.asarray(frames)
     own = np.full(len(labels), np.nan, np.float32)
     n_splits = min(folds, len(np.unique(frames)))
     if n_splits < 2:
         return own
     for fit, held in GroupKFold(n_splits=n_splits).split(embeddings, labels, frames):
-        protos = Prototypes.build(embeddings[fit], labels[fit], names, k=k, seed=seed)
+        protos = Prototypes.build(embeddings[fit], labels[fit], names, k=k, seed=seed, keep_support=False, mode=mode)
         index = {n: i for i, n in enumerate(protos.names)}
         cols = np.array([index.get(names[y], -1) for y in labels[held]])
         ok = cols >= 0
