@@ -526,9 +526,9 @@ def test_unpack_embedder_gives_the_models_own_embedder(tmp_path):
     from plankton.artifact import load_artifact
     from plankton.crops import CropConfig
     from plankton.embedder import EmbeddingNet
+    from plankton.manifest import DEFAULT_MODEL_DIR as model
     from training import unpack_embedder
 
-    model = Path(__file__).resolve().parents[1] / "models" / "default"
     run = unpack_embedder.main([str(model), str(tmp_path / "emb")])
     info = json.loads((run / "embedder.json").read_text())
     cascade = load_artifact(model, runtime="torch")

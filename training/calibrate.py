@@ -41,15 +41,16 @@ def sweep(table: dict, validation: ValidationSet, keep: np.ndarray) -> list[dict
     names = list(validation.class_names)
     true = np.asarray(validation.true_names, dtype=object)
     known = keep & np.isin(true, names)
+    true, sim = true[known], validation.similarity[known]
     rows = []
     for q in table["grid"]:
         floor, per_class = thresholds_at(table, q)
         thr = np.array([per_class.get(n, floor) for n in names], np.float32)
-        pred = predict_labels(validation.similarity[known], names, thr)
+        pred = predict_labels(sim, names, thr)
         named = pred != UNKNOWN
-        rows.append({"quantile": q, "objects": int(known.sum()), "unknown_rate": float(np.mean(~named)) if known.any() else None,
-                     "accuracy_of_named": float(np.mean(pred[named] == true[known][named])) if named.any() else None,
-                     "open_set_macro": open_set(true[known], validation.similarity[known], names, thr)["unknown_rate_macro"]})
+        rows.append({"quantile": q, "objects": len(true), "unknown_rate": float(np.mean(~named)) if len(true) else None,
+                     "accuracy_of_named": float(np.mean(pred[named] == true[named])) if named.any() else None,
+                     "open_set_macro": open_set(true, sim, names, thr)["unknown_rate_macro"]})
     return rows
 
 
