@@ -133,9 +133,16 @@ def training_rows(training: dict | None) -> list[list]:
     emb = training.get("embedder") or {}
     if emb:
         history, args = emb.get("history") or [], emb.get("args") or {}
-        crop = f"{args.get('size', '?')}-px crops" + (", box size as input" if args.get("size_input") else "")
-        rows.append(["embedder", f"{emb.get('backbone', '?')}, {crop}", f"{emb.get('train_crops', '?')} training crops",
-                     len(history) or None, _hardware(emb.get("hardware"), emb.get("device")), _minutes((history or [{}])[-1].get("wall_s"))])
+        # older artifacts have one stage and no "stages" list
+        stages = emb.get("stages") or [{"epochs_done": len(history) or None, "hardware": emb.get("hardware"), "device": emb.get("device"),
+                                        "args": args, "wall_s": (history or [{}])[-1].get("wall_s")}]
+        for i, st in enumerate(stages, 1):
+            a = st.get("args") or {}
+            crop = f"{a.get('size', '?')}-px crops" + (", box size as input" if a.get("size_input") else "")
+            start = f", from stage {i - 1}'s epoch {stages[i - 2].get('kept_epoch')}" if i > 1 else ""
+            rows.append([f"embedder, stage {i}" if len(stages) > 1 else "embedder", f"{emb.get('backbone', '?')}, {crop}{start}",
+                         f"{emb.get('train_crops', '?')} training crops", st.get("epochs_done"),
+                         _hardware(st.get("hardware"), st.get("device")), _minutes(st.get("wall_s"))])
     protos = training.get("prototypes") or {}
     if protos:
         which = "every labelled frame" if protos.get("frames") == "all" else "training frames"

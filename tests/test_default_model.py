@@ -25,8 +25,8 @@ def test_bundled_model_is_complete_and_verified():
     split = cfg["training"]["split"]
     assert not set(split["train_ids"]) & set(split["val_ids"])
     sizes = sum(f["bytes"] for f in cfg["files"].values())
-    # fp32 ONNX files, the INT8 detector, exemplars and the training-frames-only prototypes included
-    assert sizes < 60e6, f"bundled model is {sizes / 1e6:.1f} MB"
+    # fp32 ONNX files, both INT8 networks, exemplars and the training-frames-only prototypes included (62 MB)
+    assert sizes < 65e6, f"bundled model is {sizes / 1e6:.1f} MB"
 
 
 def test_committed_frames_were_not_trained_on(frames_coco):

@@ -184,6 +184,49 @@ def test_build_prototypes_joins_the_detector_stages(trained, tmp_path):
     assert all(s["hardware"]["cpus"] >= 1 for s in det["stages"])
 
 
+def test_continued_embedder_keeps_its_whole_history(trained, tmp_path):
+    """train_embedder --init records the run it continued (by sha256); the
+    artifact's learning curve then runs through both stages, the second
+    numbered on from the epoch the first one kept."""
+    import shutil
+
+    from plankton.files import sha256
+    from plankton.manifest import read_config
+    from plankton_app import render
+    from training import build_prototypes, train_embedder
+
+    out, work, _, _ = trained
+    parent = tmp_path / "parent"
+    shutil.copytree(work / "emb", parent)
+    first = json.loads((parent / "embedder.json").read_text())
+    assert first["selected"] == "last"
+    kept = first["history"][-1]["epoch"]
+    child = train_embedder.main(["--crops", str(out / "crops.json"), "--out", str(tmp_path / "child"), "--backbone", "resnet18", "--pretrained", "",
+                                 "--size", "48", "--epochs", "1", "--batch", "8", "--workers", "0", "--device", "cpu",
+                                 "--init", str(parent / "embedder.safetensors")])
+    assert child["init_from"]["sha256"] == sha256(parent / "embedder.safetensors")
+    assert child["init_from"]["history"] == first["history"]
+    model = build_prototypes.main(["--crops", str(out / "crops.json"), "--detector", str(work / "det"), "--embedder", str(tmp_path / "child"),
+                                   "--out", str(tmp_path / "model")])
+    emb = read_config(model, check_files=False)["training"]["embedder"]
+    assert [(r["epoch"], r["stage"]) for r in emb["history"]] == [(e, 1) for e in range(1, kept + 1)] + [(kept + 1, 2)]
+    assert [(s["epochs_done"], s["kept_epoch"]) for s in emb["stages"]] == [(len(first["history"]), kept), (1, 1)]
+    assert emb["stages"][1]["init_sha256"] == child["init_from"]["sha256"] and emb["stages"][0]["init_sha256"] is None
+    rows = render.training_rows(read_config(model, check_files=False)["training"])
+    assert [r[0] for r in rows if r[0].startswith("embedder")] == ["embedder, stage 1", "embedder, stage 2"]
+    assert f"from stage 1's epoch {kept}" in [r for r in rows if r[0] == "embedder, stage 2"][0][1]
+
+
+def test_kept_epoch_and_chained_history_by_hand():
+    from training.lineage import chained_history, kept_epoch
+
+    history = [{"epoch": e, "val_f1_macro": f} for e, f in ((1, 0.5), (2, 0.7), (3, 0.6))]
+    assert kept_epoch({"history": history, "selected": "last"}) == 3
+    assert kept_epoch({"history": history, "selected": "best"}) == kept_epoch({"history": history}) == 2  # older runs kept the best
+    run = {"history": history[:1], "init_from": {"history": history, "init_from": {"history": history, "selected": "last"}}}
+    assert [(r["epoch"], r["stage"]) for r in chained_history(run)] == [(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 3)]
+
+
 def test_resplit_keeps_frames_whole(prepared):
     from training.crops_data import load_index
 

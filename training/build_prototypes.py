@@ -32,6 +32,7 @@ from plankton.prototypes import MODES, Prototypes
 
 from .common import hardware, log, setup
 from .crops_data import FrameCache, load_index
+from .lineage import parent_record, summary
 from .thresholds import class_thresholds, held_out_similarity, quantile_table
 
 
@@ -118,6 +119,13 @@ def embedder_choice(folder: Path) -> dict | None:
         return None
     c = json.loads(f.read_text())
     return c | {"runs": {n: {s: {k: v for k, v in r.items() if k != "history"} for s, r in runs.items()} for n, runs in c["runs"].items()}}
+
+
+def with_parent(emb_info: dict) -> dict:
+    """A run that started from ``--init`` weights but predates train_embedder
+    recording where they came from gets that record now, from the same file."""
+    init = (emb_info.get("args") or {}).get("init")
+    return emb_info if emb_info.get("init_from") or not init else emb_info | {"init_from": parent_record(init)}
 
 
 def load_detector(args) -> tuple:
@@ -219,8 +227,8 @@ def main(argv=None) -> Path:
         "data": "StudyCase brightfield frames (1920×1080), frame-level split",
         "split": split,
         "detector": det_history,
-        "embedder": {k: emb_info.get(k) for k in ("backbone", "best_val_f1_macro", "history", "train_crops", "val_crops", "hardware", "device", "args")}
-        | {"comparison": embedder_choice(Path(args.embedder))},
+        "embedder": {k: emb_info.get(k) for k in ("backbone", "best_val_f1_macro", "train_crops", "val_crops", "hardware", "device", "args")}
+        | summary(with_parent(emb_info)) | {"comparison": embedder_choice(Path(args.embedder))},
         "prototypes": {
             "command": "python -m training.build_prototypes " + " ".join(sys.argv[1:] if argv is None else argv),
             "frames": args.frames, "split_seed": args.split_seed, "crops": int(len(records)), "embeddings": int(len(emb)),

@@ -49,21 +49,27 @@ def reliability(true, sim: np.ndarray, names: list[str], path: str | Path, bins:
     plt.close(fig)
 
 
+def _stage_lines(ax, curve: list[dict]) -> None:
+    """A dotted line where a later stage continued from the earlier one's weights."""
+    for a, b in zip(curve, curve[1:]):
+        if a.get("stage") != b.get("stage"):
+            ax.axvline(a["epoch"] + 0.5, color="grey", ls=":", lw=1)
+
+
 def learning_curves(detector: list[dict] | None, embedder: list[dict] | None, path: str | Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     if detector:
         e = [r["epoch"] for r in detector]
         for key, label in (("ap50", "AP@0.5"), ("ap50_95", "AP@0.5:0.95"), ("recall", "recall")):
             axes[0].plot(e, [r.get(key, np.nan) for r in detector], label=label)
-        for a, b in zip(detector, detector[1:]):  # a later stage continued from the earlier one's weights
-            if a.get("stage") != b.get("stage"):
-                axes[0].axvline(a["epoch"] + 0.5, color="grey", ls=":", lw=1)
+        _stage_lines(axes[0], detector)
         axes[0].legend()
     axes[0].set(title="Detector (validation frames)", xlabel="epoch", ylim=(0, 1))
     if embedder:
         e = [r["epoch"] for r in embedder]
         axes[1].plot(e, [r["val_top1"] for r in embedder], label="top-1")
         axes[1].plot(e, [r["val_f1_macro"] for r in embedder], label="F1-macro")
+        _stage_lines(axes[1], embedder)
         axes[1].legend()
     axes[1].set(title="Embedder (validation crops)", xlabel="epoch", ylim=(0, 1))
     fig.tight_layout()

@@ -1,6 +1,8 @@
 """Train the embedder: backbone → 512-d L2-normalised embedding, with a
 Sub-Center ArcFace head (K=5, s=30, m=0.35), AdamW and a cosine schedule.
-The best epoch is chosen by validation F1-macro. Resumable.
+The last epoch's weights are kept (``--select best``: the best validation
+F1-macro). Resumable. ``--init`` continues from another run's weights and
+records that run, so the artifact keeps the whole history (training.lineage).
 
     python -m training.train_embedder --crops work/data/crops.json --out work/embedder
 """
@@ -21,6 +23,7 @@ from plankton.embedder import BACKBONES, EmbeddingNet, SubCenterArcFace
 
 from .common import hardware, log, pick_device, setup, write_json
 from .crops_data import CropDataset, FrameCache, load_index, sampling_weights
+from .lineage import parent_record
 
 
 @torch.inference_mode()
@@ -140,6 +143,7 @@ def main(argv=None) -> dict:
         "backbone": args.backbone, "dim": args.dim, "size_features": model.size_features, "crop": crop_cfg.to_dict(), "mean": list(entry.mean), "std": list(entry.std),
         "names": names, "categories": categories, "best_val_f1_macro": best, "selected": args.select, "history": history,
         "train_crops": len(train), "val_crops": len(val), "hardware": hardware(), "device": device, "args": vars(args),
+        "init_from": parent_record(args.init),
     }
     write_json(out / "embedder.json", info)
     return info
