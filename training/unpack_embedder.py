@@ -25,7 +25,7 @@ def main(argv=None) -> Path:
     record = dict((config.get("training") or {}).get("embedder") or {})
     comparison = record.pop("comparison", None)
     # which epoch the run kept, so that a run continued from it numbers its epochs on from there (training.lineage)
-    record.setdefault("selected", ((record.get("args") or {}).get("select")))
+    record.setdefault("selected", (record.get("args") or {}).get("select"))
     emb = config["embedder"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
