@@ -14,7 +14,7 @@ API (``gradio_client``), with names that do not depend on the layout:
     /identify(files, det_conf, cls_conf) -> results JSON (and keeps them for this session)
     /refilter(det_conf, cls_conf)        -> results JSON for the session's last upload
     /enrol(name, objects)                -> a new species for this session, from object ids
-    /model_info()                        -> model name, source, runtime, versions, training, classes, thresholds
+    /model_info()                        -> model name, source, runtime, versions, training, classes, defaults, thresholds
     /per_class(cls_conf)                 -> per-species validation metrics at that threshold
     /correct(object_id, species)         -> set an object's species for this session
     /corrections()                       -> this session's corrections as COCO
@@ -82,7 +82,7 @@ def create_app(service: Service | None = None) -> gr.Blocks:
 
 def launch(demo: gr.Blocks, host: str | None = None, port: int | None = None, **kwargs):
     return demo.launch(server_name=host, server_port=port, max_file_size=MAX_FILE_BYTES, theme=theme(), css=CSS,
-                       footer_links=["api"], **kwargs)
+                       head=review.SHORTCUTS, footer_links=["api"], **kwargs)
 
 
 def main(argv=None) -> int:

@@ -45,6 +45,7 @@ def save_artifact(
     extra: dict | None = None,
     weights_dtype: str = "float32",
     evaluation_prototypes: Prototypes | None = None,
+    taxonomy=None,
 ) -> Path:
     """Write a complete artifact folder (replacing ``folder`` only once the
     new one is complete). ``detector`` must be the unfused DetectionModel.
@@ -53,7 +54,9 @@ def save_artifact(
     checkpoints do); loading casts back to the model's float32.
     ``evaluation_prototypes``: when ``prototypes`` were built from the
     validation frames too, the training-frames-only ones, which evaluation
-    scores instead (``prototypes.evaluation_file``)."""
+    scores instead (``prototypes.evaluation_file``). ``taxonomy``: the
+    classes' scientific names (``plankton.taxonomy.Taxonomy``), written as
+    taxonomy.csv; default: derived from the class names."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -79,6 +82,10 @@ def save_artifact(
             "prototypes": protos_section,
             "categories": categories or [{"id": i + 1, "name": n} for i, n in enumerate(prototypes.names)],
         } | (extra or {})
+        from .taxonomy import FILE as TAXONOMY_FILE
+        from .taxonomy import Taxonomy
+
+        (tmp / TAXONOMY_FILE).write_text((taxonomy or Taxonomy()).completed(list(prototypes.names)).to_csv(), encoding="utf-8")
         write_manifest(tmp, config)
     return folder
 
@@ -146,7 +153,23 @@ def build_cascade(config: dict, folder: str | Path, runtime: str = "torch", devi
     unknown = sorted(set(id_cfg.class_thresholds) - set(protos.names))
     if unknown:
         raise ArtifactError(f"{folder / CONFIG}: class thresholds for species without a prototype: {', '.join(unknown[:3])}")
-    return Cascade(Detector(det_model, det_cfg, device), Identifier(embedder, id_cfg, protos, device), config=config, path=folder, runtime=runtime)
+    return Cascade(Detector(det_model, det_cfg, device), Identifier(embedder, id_cfg, protos, device), config=config, path=folder, runtime=runtime,
+                   counts=_count_evidence(config, folder, protos.names))
+
+
+def _count_evidence(config: dict, folder: Path, names: list[str]):
+    """The count calibration named in config.json's ``counting`` section, or
+    None for a model made before there was one (it counts raw boxes)."""
+    from .quantify import CountEvidence
+
+    file = (config.get("counting") or {}).get("file")
+    if not file:
+        return None
+    try:
+        evidence = CountEvidence.load(folder / file)
+    except Exception as e:  # safetensors raises its own error types
+        raise ArtifactError(f"{folder / file}: {str(e).splitlines()[0]}") from None
+    return evidence.for_names(list(names))
 
 
 def load_artifact(folder: str | Path | None = None, device: str = "cpu", verify: bool = True, runtime: str = "torch") -> Cascade:

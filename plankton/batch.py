@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import writers
+from . import palette, writers
 from .files import atomic_write_bytes
 from .images import ImageError
 from .inputs import Item, iter_items, read
 from .measure import Sample
+from .runfiles import keep_for_later
 from .results import FrameResult
 
 STAGING = Path("annotated") / ".staging"
@@ -74,10 +75,11 @@ def run_item(cascade, item: Item, opts: Options) -> Outcome:
         frame = cascade.predict(image, item.name, opts.det_conf, opts.cls_conf, tile=opts.tile)
     except MemoryError:  # e.g. crops of a 200000×10 frame; the rest of the batch still runs
         return Outcome(item.key, error=f"{item.shown}: out of memory analysing a {image.shape[1]}x{image.shape[0]} frame")
+    frame = keep_for_later(frame, image)  # image statistics and compact embeddings, for quality.csv and embeddings.safetensors
     jpeg = b""
     if opts.annotate:
         buf = io.BytesIO()
-        writers.annotate(image, frame).save(buf, format="JPEG", quality=90)
+        writers.annotate(image, frame, colours=palette.for_prototypes(cascade.identifier.prototypes)).save(buf, format="JPEG", quality=90)
         jpeg = buf.getvalue()
     return Outcome(item.key, frame, jpeg=jpeg)
 
@@ -111,16 +113,19 @@ def run_local(cascade, items: Iterable[Item], opts: Options, out: Path, journal,
 
 
 def write_outputs(out: Path, frames: dict[str, FrameResult], categories: list[dict], annotate: bool,
-                  sample: Sample = Sample(), names: list[str] | None = None) -> None:
+                  sample: Sample = Sample(), names: list[str] | None = None, meta=None, counter=None) -> None:
     """detections.csv (with sizes when the scale is known) and
     predictions.coco.json, counts.csv and concentration.csv when the volume
-    per frame is known (each written atomically), then the annotated
-    images under their final names, all in frame order."""
+    per frame is known (each written atomically; ``meta``, a SampleMeta,
+    adds the sample's place and time to concentration.csv), then the
+    annotated images under their final names, all in frame order.
+    ``counter`` (the model's ``quantify.CountModel`` at the run's
+    thresholds) adds probabilities and estimated counts."""
     order = sorted(frames, key=lambda k: (frames[k].image, k))
     ordered = [frames[k] for k in order]
-    writers.write_detections_csv(out / "detections.csv", ordered, sample.um_per_px)
+    writers.write_detections_csv(out / "detections.csv", ordered, sample.um_per_px, counter)
     writers.write_coco(out / "predictions.coco.json", ordered, categories)
-    for name, text in writers.sample_tables(ordered, sample, names).items():
+    for name, text in writers.sample_tables(ordered, sample, names, meta, counter).items():
         atomic_write_bytes(out / name, text.encode("utf-8"))
     if not annotate:
         return

@@ -4,15 +4,14 @@
                              [--frames 500] [--threads N] [--compare onnx] [--out bench.json]
 
 Frames default to the committed test frames (plankton_app/examples/frames/*.jpg),
-repeated to ``--frames``. Each frame goes through what ``Cascade.predict``
-does, timed per stage: decode (in a prefetch thread that overlaps the next
-frame's decoding with inference, unless ``--no-prefetch``), detect
-(letterbox + network + NMS, with the network alone as ``detect_network``),
-crop, embed, match (similarity + thresholds) and write (CSV rows and COCO
-annotations; the files themselves once at the end). Reported: median and
-p90 per stage, end-to-end frames per second, peak and per-frame RSS (growth
-after the first 50 frames), cold start (a fresh interpreter: imports, model
-load, first answer on one frame), the slider re-filter
+repeated to ``--frames``. Each frame goes through what ``Cascade.predict`` does, timed
+per stage: decode (in a prefetch thread that overlaps the next frame's decoding with
+inference, unless ``--no-prefetch``), detect (letterbox + network + NMS, with the
+network alone as ``detect_network``), crop, embed, match (similarity + thresholds),
+write (CSV rows and COCO annotations; the files once at the end) and gate (``--gate``,
+inside detect). Reported: median and p90 per stage, end-to-end frames per second, peak
+and per-frame RSS (growth after the first 50 frames), cold start (a fresh interpreter:
+imports, model load, first answer on one frame), the slider re-filter
 (``FrameAnalysis.resolve``), threads and hardware. Writes JSON.
 
 ``--compare RUNTIME`` (default: "onnx" when ``--runtime`` is an INT8 one)
@@ -39,6 +38,7 @@ import threading
 import time
 from pathlib import Path
 
+from .bench_stages import stage_report
 from .files import portable
 
 REPO = Path(__file__).resolve().parent.parent
@@ -318,12 +318,12 @@ def cold_start(model: str | None, runtime: str, frame: Path, threads: int, imgsz
 
 
 def _override(cascade, args) -> None:
-    """--imgsz / --tile: change the detector's input size or tiling."""
+    """--imgsz / --tile / --gate: change the detector's input size, tiling or gate."""
     import dataclasses
 
     changes = {k: v for k, v in (("imgsz", args.imgsz), ("tile", args.tile)) if v is not None}
-    if changes:
-        cascade.detector.cfg = dataclasses.replace(cascade.detector.cfg, **changes)
+    cascade.detector.cfg = dataclasses.replace(cascade.detector.cfg, **changes)
+    cascade.detector.set_gate(args.gate)
 
 
 def _cold_start_child(args) -> int:
@@ -477,6 +477,7 @@ def benchmark(args) -> dict:
         "objects_per_frame_at_floor": {"mean": round(float(np.mean(run["objects"])), 1) if n else None,
                                        "median": float(np.median(run["objects"])) if n else None, "max": int(max(run["objects"], default=0))},
         "memory": memory,
+        "stage_report": stage_report(stages, cascade.detector),
         "refilter": time_refilter(run["analyses"], run["cls_conf"], run["topk"], run["floor"], args.refilter_repeats),
     }
     cs = result.get("cold_start", {})
@@ -506,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads for torch and ONNX Runtime (default: $PLANKTON_THREADS or the available cores)")
     p.add_argument("--imgsz", type=int, default=None, help="override the detector's input size (long side), to weigh speed against accuracy")
     p.add_argument("--tile", type=int, default=None, help="override the detector's tiling (0: whole frames; N: N×N tiles)")
+    p.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None, help="detect only where the cheap pass finds something (default: the model's)")
     p.add_argument("--prefetch", type=int, default=2, help="frames decoded ahead in a thread (0: decode inline)")
     p.add_argument("--no-cold-start", action="store_true", help="skip the fresh-interpreter cold-start measurement")
     p.add_argument("--refilter-repeats", type=int, default=200)

@@ -28,7 +28,8 @@ PIPELINE_TAG = "object-detection"
 BASE_TAGS = ["plankton", "microscopy", "object-detection", "image-classification", "metric-learning", "safetensors", "biology"]
 NOT_METRICS = re.compile(
     r"^(support|n|count|seed|epochs?|epochs_done|steps?|seconds|time|duration|wall_s|.*_s|.*_s_per_frame|threshold|.*_threshold|.*floor"
-    r"|images|objects|objects_.*|species|boxes|frames|.*_frames|.*_objects|.*_crops|lr|batch_size|cpus|.*threads|n_.*|num_.*|.*_count)$", re.I)
+    r"|images|objects|objects_.*|species|boxes|frames|.*_frames|.*_objects|.*_crops|lr|batch_size|cpus|.*threads|n_.*|num_.*|.*_count"
+    r"|det_conf|containment|folds|coverable)$", re.I)
 # Sections of metrics.json that describe the evaluation rather than measure the model.
 CONTEXT = {"split", "evaluation", "learning_curve", "hardware", "timing", "args", "meta"}
 HIDDEN = {"hardware", "learning_curve", "args", "history"}  # not even shown in the summary table

@@ -1,11 +1,13 @@
 """Command line: ``python -m plankton predict|classify|enrol|info``.
 
     python -m plankton predict INPUT... --out DIR [--model DIR] [--det-conf F] [--cls-conf F] [--tile/--no-tile]
-                               [--um-per-px F] [--volume-ul V] [--export ecotaxa]
+                               [--um-per-px F] [--volume-ul V] [--export ecotaxa dwca] [--sample-meta FILE] [--taxonomy FILE]
                                [--engine local|ray [--ray-address ADDR] [--workers N] [--threads-per-worker T] [--batch-size B]]
     python -m plankton classify COCO_JSON --images DIR --out DIR [--model DIR]
-    python -m plankton enrol --model DIR --coco CORRECTIONS.json --images DIR --out NEW_MODEL_DIR [--force]
+    python -m plankton enrol --model DIR --coco CORRECTIONS.json --images DIR --out NEW_MODEL_DIR [--force] [--taxonomy FILE]
     python -m plankton info [--model DIR]
+    python -m plankton discover OUT --out DIR [--all] [--species NAME]...   (docs/unknowns.md)
+    python -m plankton compare OUT_A OUT_B --out DIR
 
 An input that cannot be read gets one line on stderr; the rest are still
 processed and the exit status is 2.
@@ -73,6 +75,7 @@ def cmd_predict(args) -> int:
     from .artifact import load_artifact
 
     cascade = load_artifact(path, device=args.device, runtime=args.runtime)
+    cascade.detector.set_gate(args.gate)  # --no-gate: whole frames even where the model records a gate
     if not args.quiet:
         # Informational, so not prefixed like the warnings and errors.
         print(f"runtime: {cascade.runtime}", file=sys.stderr, flush=True)
@@ -81,6 +84,14 @@ def cmd_predict(args) -> int:
         sample = _sample(args, cascade.config)
     except ValueError as e:
         _err(str(e))
+        return EXIT_PARTIAL
+    from .exports import PublishInputError, publish_inputs
+
+    try:  # checked before the run: a typo in a coordinate should not cost an hour of frames
+        meta, taxonomy = publish_inputs(args.sample_meta, args.taxonomy, path, cascade.class_names)
+    except PublishInputError as e:
+        for line in e.problems:
+            _err(line)
         return EXIT_PARTIAL
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,15 +126,17 @@ def cmd_predict(args) -> int:
     finally:
         progress.close()
     try:
-        write_outputs(out, frames, cascade.config.get("categories", []), args.annotate, sample, cascade.class_names)
-        if args.export == "ecotaxa":
-            from . import __version__
-            from .batch import export_ecotaxa
-            from .ecotaxa import ExportInfo
+        counter = cascade.count_model(opts.det_conf, opts.cls_conf)
+        write_outputs(out, frames, cascade.config.get("categories", []), args.annotate, sample, cascade.class_names, meta, counter=counter)
+        from .runfiles import write_run_files
 
-            info = ExportInfo(args.sample_id or out.resolve().name, sample.um_per_px, sample.volume_ul, f"plankton {__version__}",
-                              str(cascade.config.get("name") or ""))
-            export_ecotaxa(out / "ecotaxa", args.paths, frames, info, args.max_pixels, _err, args.quiet)
+        note = None if args.quiet else (lambda m: print(m, file=sys.stderr))  # informational: unprefixed, like "runtime:"
+        drift = write_run_files(out, frames, cascade.path, note, (opts.det_conf, opts.cls_conf))
+        if args.export:
+            from .exports import export
+
+            export(args.export, out, args.sample_id or out.resolve().name, args.paths, frames, sample, meta, taxonomy, cascade.config,
+                   args.max_pixels, _err, args.quiet)
     except OSError as e:  # disk full, read-only folder…: finished frames stay in the journal
         journal.close()
         _err(f"cannot write the results to {out}: {e.strerror or e}; rerun with --resume once that is fixed")
@@ -132,7 +145,14 @@ def cmd_predict(args) -> int:
     if not args.quiet:
         n = sum(len(f.objects) for f in frames.values())
         print(f"{len(frames)} frames, {n} objects → {out / 'detections.csv'}", file=sys.stderr)
-    return EXIT_PARTIAL if bad else EXIT_OK
+    if drift:
+        _err(drift)
+    status = EXIT_PARTIAL if bad else EXIT_OK
+    if getattr(args, "compare_model", None):
+        from .compare import with_second_model
+
+        return max(status, with_second_model(args, cmd_predict, _err))
+    return status
 
 
 def _sample(args, config: dict):
@@ -150,6 +170,14 @@ def cmd_enrol(args) -> int:
     from .data import CocoError
     from .images import ImageError
 
+    from .taxonomy import TaxonomyError, read_csv
+
+    try:
+        taxonomy = read_csv(args.taxonomy) if args.taxonomy else None
+    except TaxonomyError as e:
+        for line in e.problems:
+            _err(line)
+        return EXIT_PARTIAL
     folder = _model_dir(args)
     cascade = load_artifact(folder, runtime=args.runtime)
     try:
@@ -162,8 +190,8 @@ def cmd_enrol(args) -> int:
         return EXIT_PARTIAL
     source = {"kind": "COCO file", "file": Path(args.coco).name, "sha256": sha256(args.coco), "objects": sum(len(v) for v in examples.values())}
     try:
-        report = enrol(folder, examples, args.out, force=args.force, max_drop=args.max_drop, source=source)
-    except EnrolRefused as e:
+        report = enrol(folder, examples, args.out, force=args.force, max_drop=args.max_drop, source=source, taxonomy=taxonomy)
+    except (EnrolRefused, TaxonomyError) as e:
         _err(str(e))
         return EXIT_PARTIAL
     change = "" if report.top1_change is None else (f"; top-1 on the {report.objects_checked} stored validation objects of the known species "
@@ -226,8 +254,11 @@ def cmd_info(args) -> int:
     int8 = cfg.get("int8") or {}
     runtime = auto_runtime(folder, cfg) | {"int8_parity": {k: (int8.get("parity") or {}).get(k) for k in ("drop_vs_fp32", "passed")} if int8.get("route") else None}
     gallery = summary(folder)
+    from .exports import taxonomy_summary
+
+    taxonomy, taxonomy_lines = taxonomy_summary(folder, cfg["prototypes"].get("names") or [])
     info = ({k: cfg.get(k) for k in ("name", "version", "created", "versions", "detector", "embedder", "identifier")}
-            | {"classes": cfg["prototypes"].get("names"), "runtime": runtime, "gallery": gallery})
+            | {"classes": cfg["prototypes"].get("names"), "runtime": runtime, "gallery": gallery, "taxonomy": taxonomy})
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return EXIT_OK
@@ -235,13 +266,24 @@ def cmd_info(args) -> int:
     matched = "each species' mean" if cfg["prototypes"].get("mode") == "mean" else "the best of each species' mean and sub-centres"
     lines = [f"model: {cfg.get('name')} (version {cfg.get('version', 1)}, created {cfg.get('created')}) in {folder}",
              f"runtime: {runtime['runtime']}" + "".join(f"; not {k}: {v}" for k, v in runtime["why_not"].items()),
-             f"detector: {cfg['detector'].get('architecture')} at {cfg['detector'].get('imgsz')} px, threshold {cfg['detector'].get('conf')}",
+             f"detector: {cfg['detector'].get('architecture')} at {cfg['detector'].get('imgsz')} px, candidates from score {cfg['detector'].get('conf')}",
+             _counting_line(cfg.get("counting")),
              f"embedder: {cfg['embedder'].get('backbone')}, {cfg['embedder'].get('dim')}-d, crops {ident['crop']}",
              f"identifier threshold: {ident.get('threshold')} (species with their own: {len(ident.get('class_thresholds') or {})}); matched to {matched}",
              f"species ({len(info['classes'])}): " + ", ".join(f"{n} [{ident['class_thresholds'][n]}]" if n in (ident.get("class_thresholds") or {}) else n
                                                             for n in info["classes"])]
-    print("\n".join(lines + (summary_lines(gallery) if gallery else [])))
+    print("\n".join(lines + taxonomy_lines + (summary_lines(gallery) if gallery else [])))
     return EXIT_OK
+
+
+def _counting_line(counting: dict | None) -> str:
+    if not counting:
+        return "counting: raw boxes at the detector threshold (this model has no count calibration)"
+    cv = counting.get("cross_validation") or {}
+    return (f"counting point: detector score {counting['det_conf']}; estimates ({counting['method']}) calibrated on {counting.get('validation_frames')} "
+            f"validation frames: cross-validated total {cv.get('pooled_total_error_est', float('nan')):+.1%}, Bray-Curtis "
+            f"{cv.get('pooled_bray_curtis_est', float('nan')):.3f} (raw {cv.get('pooled_bray_curtis_raw', float('nan')):.3f}), "
+            f"95% intervals hold {cv.get('coverage') or float('nan'):.0%} of species counts")
 
 
 def _positive(text: str) -> int:
@@ -276,15 +318,24 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="detect and identify objects in frames")
     pr.add_argument("paths", nargs="+", help="image files, folders, globs, zip or tar archives, or manifests (.txt/.lst: one path a line)")
     common(pr)
-    pr.add_argument("--det-conf", type=float, default=None, help="detector confidence threshold (default: the model's)")
+    pr.add_argument("--det-conf", type=float, default=None,
+                    help="detector score threshold (default: the model's counting point, where false boxes balance misses; as low as the model's candidate floor, 0.05, for review)")
     pr.add_argument("--tile", action=argparse.BooleanOptionalAction, default=None, help="sliced inference for small objects (default: the model's)")
+    pr.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None, help="detect only where a cheap pass finds something (default: the model's; docs/speed-gate.md)")
     pr.add_argument("--annotate", action="store_true", help="also write annotated images to OUT/annotated/")
     pr.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT: frames it finished are not redone")
+    pr.add_argument("--compare-model", default=None, metavar="DIR", help="also run model DIR on the same frames (OUT/model_b) and compare (OUT/compare)")
     sm = pr.add_argument_group("the sample: sizes and concentrations (box-based estimates)")
     sm.add_argument("--um-per-px", type=float, default=None, metavar="F", help="optical scale in micrometres per pixel (default: the model's, if it records one); adds width_um, height_um and esd_um")
     sm.add_argument("--volume-ul", type=float, default=None, metavar="V", help="microlitres of sample imaged per frame; adds counts.csv and concentration.csv")
-    sm.add_argument("--export", choices=["ecotaxa"], default=None, help="also write OUT/ecotaxa/: an EcoTaxa import folder (TSV and one crop per object)")
-    sm.add_argument("--sample-id", default=None, help="the sample's name in the EcoTaxa export (default: the output folder's name)")
+    sm.add_argument("--export", choices=["ecotaxa", "dwca"], nargs="+", action="extend", default=None, metavar="ecotaxa|dwca",
+                    help="also write OUT/ecotaxa/ (an EcoTaxa import folder: TSV and one crop per object) and/or OUT/dwca.zip "
+                         "(a Darwin Core Archive for OBIS and GBIF); docs/publishing.md")
+    sm.add_argument("--sample-id", default=None, help="the sample's id in the exports, part of every object id (default: the output folder's name)")
+    sm.add_argument("--sample-meta", default=None, metavar="FILE",
+                    help="the sample's station, latitude, longitude, date, time (UTC) and depth_min/max: a JSON object or key,value CSV")
+    sm.add_argument("--taxonomy", default=None, metavar="FILE", help="class,scientific_name,rank,aphia_id CSV naming the classes in exports "
+                                                                      "(default: the model's taxonomy.csv, else derived from the labels)")
     sc = pr.add_argument_group("scaling out (docs/scale.md)")
     sc.add_argument("--engine", choices=["local", "ray"], default="local", help="local: this process (default); ray: a Ray cluster, with Ray Data")
     sc.add_argument("--ray-address", default=None, metavar="ADDR", help="join this cluster (auto, HOST:PORT or ray://HOST:PORT); default: start a local one")
@@ -306,9 +357,16 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(en)
     en.add_argument("--force", action="store_true", help="write it even if top-1 on the known species drops by more than --max-drop")
     en.add_argument("--max-drop", type=float, default=0.01, help="largest accepted drop of top-1 on the stored validation objects (default %(default)s)")
+    en.add_argument("--taxonomy", default=None, metavar="FILE", help="class,scientific_name,rank,aphia_id CSV stored as the new version's taxonomy.csv")
     en.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES)
     en.add_argument("--quiet", action="store_true")
     en.set_defaults(func=cmd_enrol)
+
+    from .compare import add_parser as compare_parser
+    from .discover import add_parser as discover_parser
+
+    discover_parser(sub, _err)
+    compare_parser(sub, _err)
 
     info = sub.add_parser("info", help="describe a model folder: runtime, classes, thresholds, closest species pairs, sub-centres")
     model_args(info)

@@ -13,7 +13,28 @@ category needs a status. The file is read as Latin-1 unless it starts
 with a UTF-8 byte-order mark, so it is written as UTF-8 with one.
 
 Objects the model left ``unknown`` get neither category nor status
-(EcoTaxa's "unclassified"); corrected objects are ``validated``.
+(EcoTaxa's "unclassified"); corrected objects are ``validated``. The
+category is the class's scientific name (``plankton.taxonomy``:
+``Chlorella``, not ``Chlorella sp``), which EcoTaxa matches against its
+taxonomy without a person mapping names by hand; ``object_label`` keeps
+the model's own label.
+
+Ids carry the sample id (``<sample>_<frame>_<n>``), so two samples whose
+cameras restarted their numbering do not collide in one project. The
+sample's place and time (``SampleMeta``) fill ``object_lat``/``lon``/
+``date``/``time``/``depth_min``/``max`` on every row; the fields
+EcoTaxa's default project formulae read (ecotaxa_back, ``FORMULAE``:
+``total_water_volume = sam.tot_vol/1000``, ``subsample_coef =
+1/ssm.sub_part``, ``individual_volume`` from ``obj.area`` and
+``ssm.pixel_size``) are ``sample_tot_vol`` (litres imaged in the whole
+sample), ``acq_sub_part`` (1: every imaged object is in the file),
+``acq_pixel_size`` (mm per pixel) and ``object_area`` (px², the ellipse
+inscribed in the box, so that its ESD is ``object_esd_um``).
+
+``object_similarity`` is the model's cosine similarity to the predicted
+class. EcoTaxa's importer stores 1.0 as the score of every ``predicted``
+row (``PSEUDO_TRAINING_SCORE``; a TODO in its ``TSVFile.py`` to read one
+from a column): the column is where the score survives.
 """
 from __future__ import annotations
 
@@ -29,18 +50,22 @@ from PIL import Image
 from .files import atomic_path, atomic_write_bytes
 from .measure import box_sizes_um
 from .results import UNKNOWN, FrameResult
+from .samplemeta import SampleMeta
+from .taxonomy import Taxonomy
 
 STATUSES = ("predicted", "validated", "dubious")
 TABLES = ("object", "sample", "acq", "process", "img")
 NEEDS_ID = ("object", "sample", "acq", "process")
 COLUMNS = [  # (name, type)
     ("img_file_name", "t"), ("img_rank", "f"), ("object_id", "t"),
-    ("object_annotation_category", "t"), ("object_annotation_status", "t"),
+    ("object_lat", "f"), ("object_lon", "f"), ("object_date", "t"), ("object_time", "t"), ("object_depth_min", "f"), ("object_depth_max", "f"),
+    ("object_annotation_category", "t"), ("object_annotation_status", "t"), ("object_label", "t"),
     ("object_similarity", "f"), ("object_det_score", "f"), ("object_top2", "t"), ("object_top2_similarity", "f"),
     ("object_bbox_x", "f"), ("object_bbox_y", "f"), ("object_bbox_width", "f"), ("object_bbox_height", "f"),
-    ("object_width_um", "f"), ("object_height_um", "f"), ("object_esd_um", "f"),
-    ("acq_id", "t"), ("acq_frame", "t"), ("acq_um_per_px", "t"), ("acq_volume_ul", "t"),
-    ("sample_id", "t"), ("process_id", "t"), ("process_software", "t"), ("process_model", "t"),
+    ("object_width_um", "f"), ("object_height_um", "f"), ("object_esd_um", "f"), ("object_area", "f"),
+    ("acq_id", "t"), ("acq_frame", "t"), ("acq_sub_part", "f"), ("acq_pixel_size", "f"), ("acq_um_per_px", "f"), ("acq_volume_ul", "f"),
+    ("sample_id", "t"), ("sample_station", "t"), ("sample_tot_vol", "f"), ("sample_frames", "f"),
+    ("process_id", "t"), ("process_software", "t"), ("process_model", "t"),
 ]
 CROP_PADDING = 0.25  # of the box's longer side, on each side: a little context, as EcoTaxa vignettes have
 
@@ -48,14 +73,24 @@ CROP_PADDING = 0.25  # of the box's longer side, on each side: a little context,
 @dataclass(frozen=True)
 class ExportInfo:
     """What the whole export shares: the sample's name, the optical scale
-    (µm per pixel, or None), the volume per frame (µl, or None), and the
-    software and model that made the predictions."""
+    (µm per pixel, or None), the volume per frame (µl, or None), the
+    software and model that made the predictions, the sample's place and
+    time, the taxonomy that names the classes (None: derived from the
+    labels) and the number of frames imaged (those without objects too,
+    for the volume; None: unknown)."""
 
     sample_id: str
     um_per_px: float | None = None
     volume_ul: float | None = None
     software: str = "plankton"
     model: str = ""
+    meta: SampleMeta | None = None
+    taxonomy: Taxonomy | None = None
+    frames: int | None = None
+
+
+def _num(v, digits: int = 4) -> str:
+    return "" if v is None or not np.isfinite(v) else f"{v:.{digits}g}"
 
 
 def _slug(text: str) -> str:
@@ -96,28 +131,43 @@ class EcotaxaExport:
         sizes = box_sizes_um(np.array([o.xyxy for o in frame.objects], np.float64).reshape(-1, 4), self.info.um_per_px)
         if len(crops) != len(frame.objects):
             raise ValueError(f"{frame.image}: {len(crops)} crops for {len(frame.objects)} objects")
+        info, taxonomy = self.info, self.info.taxonomy or Taxonomy()
+        shared = self._shared()
         for i, (o, crop, (w, h, esd)) in enumerate(zip(frame.objects, crops, sizes)):
-            oid = f"{stem}_{i:04d}"
+            oid = f"{_slug(info.sample_id)}_{stem}_{i:04d}"
             name = f"{oid}.png"
             with atomic_path(self.folder / name) as tmp:
                 Image.fromarray(np.ascontiguousarray(crop)).save(tmp, format="PNG")
-            named = o.species != UNKNOWN
+            category = taxonomy.name(o.species) if o.species != UNKNOWN else ""
             top2 = o.topk[1] if len(o.topk) > 1 else None
             x1, y1, x2, y2 = o.xyxy
-            num = lambda v: "" if v is None or not np.isfinite(v) else f"{v:.4g}"  # noqa: E731
-            self.rows.append({
+            self.rows.append(shared | {
                 "img_file_name": name, "img_rank": "0", "object_id": oid,
-                "object_annotation_category": o.species if named else "",
-                "object_annotation_status": ("validated" if o.corrected else "predicted") if named else "",
+                "object_annotation_category": category,
+                "object_annotation_status": ("validated" if o.corrected else "predicted") if category else "",
+                "object_label": o.species,
                 "object_similarity": f"{o.similarity:.4f}", "object_det_score": f"{o.det_score:.4f}",
                 "object_top2": top2.species if top2 else "", "object_top2_similarity": f"{top2.similarity:.4f}" if top2 else "",
                 "object_bbox_x": f"{x1:.1f}", "object_bbox_y": f"{y1:.1f}", "object_bbox_width": f"{x2 - x1:.1f}", "object_bbox_height": f"{y2 - y1:.1f}",
-                "object_width_um": num(w), "object_height_um": num(h), "object_esd_um": num(esd),
-                "acq_id": f"{self.info.sample_id}_{stem}", "acq_frame": frame.image,
-                "acq_um_per_px": num(self.info.um_per_px), "acq_volume_ul": num(self.info.volume_ul),
-                "sample_id": self.info.sample_id, "process_id": f"{self.info.sample_id}_{_slug(self.info.model) or 'model'}",
-                "process_software": self.info.software, "process_model": self.info.model,
+                "object_width_um": _num(w), "object_height_um": _num(h), "object_esd_um": _num(esd),
+                "object_area": f"{np.pi / 4 * max(x2 - x1, 0) * max(y2 - y1, 0):.1f}",
+                "acq_id": f"{info.sample_id}_{stem}", "acq_frame": frame.image,
             })
+
+    def _shared(self) -> dict:
+        """The columns every row of the sample has alike."""
+        info, meta = self.info, self.info.meta or SampleMeta()
+        litres = info.frames * info.volume_ul / 1e6 if info.frames is not None and info.volume_ul is not None else None
+        return {
+            "object_lat": _num(meta.latitude, 9), "object_lon": _num(meta.longitude, 9),
+            "object_date": meta.date.replace("-", ""), "object_time": meta.time.replace(":", ""),
+            "object_depth_min": _num(meta.depth_min, 6), "object_depth_max": _num(meta.depth_max, 6),
+            "acq_sub_part": "1", "acq_pixel_size": _num(info.um_per_px / 1000 if info.um_per_px else None, 6),
+            "acq_um_per_px": _num(info.um_per_px), "acq_volume_ul": _num(info.volume_ul),
+            "sample_id": info.sample_id, "sample_station": meta.station, "sample_tot_vol": _num(litres, 6),
+            "sample_frames": "" if info.frames is None else str(info.frames),
+            "process_id": f"{info.sample_id}_{_slug(info.model) or 'model'}", "process_software": info.software, "process_model": info.model,
+        }
 
     def close(self) -> Path:
         """Write ``ecotaxa_<sample>.tsv`` (atomically) and return its path."""
@@ -135,6 +185,27 @@ class EcotaxaExport:
 def _text(path: Path) -> str:
     raw = path.read_bytes()
     return raw.decode("utf-8-sig") if raw.startswith(b"\xef\xbb\xbf") else raw.decode("latin-1")
+
+
+def _place_and_time(r: dict) -> list[str]:
+    """EcoTaxa's own checks of the predefined place and time columns
+    (``TSVFile``): lat in -90..90, lon in -180..180, dates YYYYMMDD or
+    YYYY-MM-DD, times HHMM[SS] or HH:MM:SS."""
+    out = []
+    for key, bound in (("object_lat", 90), ("object_lon", 180)):
+        v = r.get(key, "").strip()
+        try:
+            bad = bool(v) and not -bound <= float(v) <= bound
+        except ValueError:
+            bad = True
+        if bad:
+            out.append(f"{key} = {v!r} is outside -{bound}..{bound}")
+    date, time = r.get("object_date", "").strip(), r.get("object_time", "").strip()
+    if date and not re.fullmatch(r"\d{8}|\d{4}-\d{2}-\d{2}", date):
+        out.append(f"object_date = {date!r} is not YYYYMMDD or YYYY-MM-DD")
+    if time and not re.fullmatch(r"\d{1,6}|\d{2}:\d{2}:\d{2}", time):
+        out.append(f"object_time = {time!r} is not HHMMSS or HH:MM:SS")
+    return out
 
 
 def check_folder(folder: str | Path) -> list[str]:
@@ -195,4 +266,5 @@ def check_folder(folder: str | Path) -> list[str]:
                     float(v) if v else None
                 except ValueError:
                     problems.append(f"{tsv.name} line {line}: {header[i]} = {v!r} is not a number")
+            problems += [f"{tsv.name} line {line}: {p}" for p in _place_and_time(r)]
     return problems

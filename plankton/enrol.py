@@ -89,12 +89,14 @@ def validation_top1(validation: ValidationSet, prototypes: Prototypes, species: 
 
 
 def enrol(model: str | Path, examples: dict[str, np.ndarray], out: str | Path, *, force: bool = False, max_drop: float = MAX_DROP,
-          source: dict | None = None) -> EnrolReport:
+          source: dict | None = None, taxonomy=None) -> EnrolReport:
     """Write the child of ``model`` with ``examples`` ({label: N×D
     embeddings, from the model's own identifier}) to ``out``. ``source``
     describes where the examples came from (recorded in config.json).
-    EnrolRefused when top-1 on the existing species drops by more than
-    ``max_drop`` and not ``force``."""
+    ``taxonomy`` (``plankton.taxonomy.Taxonomy``) replaces the parent's
+    taxonomy.csv; either way the child's lists every class, new species
+    with rows derived from their labels. EnrolRefused when top-1 on the
+    existing species drops by more than ``max_drop`` and not ``force``."""
     model, out = Path(model), Path(out)
     config = read_config(model)
     examples = {" ".join(k.split()): np.asarray(v, np.float32) for k, v in examples.items() if len(v)}
@@ -118,16 +120,22 @@ def enrol(model: str | Path, examples: dict[str, np.ndarray], out: str | Path, *
     if report.top1_change is not None and report.top1_change < -max_drop and not force:
         raise EnrolRefused(f"these corrections lower top-1 on the stored validation objects of the existing species from {before:.3f} to "
                            f"{after:.3f} (more than {max_drop}); check them, or pass --force to enrol them anyway")
-    _write_child(model, out, config, child, scored_child if evaluation else None, report, source or {})
+    _write_child(model, out, config, child, scored_child if evaluation else None, report, source or {}, taxonomy)
     report.out = out
     return report
 
 
-def _write_child(model: Path, out: Path, config: dict, prototypes: Prototypes, evaluation: Prototypes | None, report: EnrolReport, source: dict) -> None:
+def _write_child(model: Path, out: Path, config: dict, prototypes: Prototypes, evaluation: Prototypes | None, report: EnrolReport, source: dict,
+                 taxonomy=None) -> None:
+    from .taxonomy import FILE as TAXONOMY_FILE
+    from .taxonomy import for_model
+
     with atomic_folder(out) as tmp:
         for name in config.get("files", {}):
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(model / name, tmp / name)
+        table = taxonomy.completed(list(prototypes.names)) if taxonomy is not None else for_model(model, list(prototypes.names))
+        (tmp / TAXONOMY_FILE).write_text(table.to_csv(), encoding="utf-8")
         prototypes.save(tmp / PROTOTYPES)
         if evaluation is not None:
             evaluation.save(tmp / config["prototypes"]["evaluation_file"])

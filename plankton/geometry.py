@@ -82,3 +82,45 @@ def merge_tiled(
         return b, s
     keep = torchvision.ops.nms(torch.from_numpy(b), torch.from_numpy(s), iou).numpy()
     return b[keep], s[keep]
+
+
+def contained_share(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """N×4 and M×4 xyxy boxes → N×M float32: the share of each box of
+    ``a``'s area that lies inside each box of ``b`` (1 when fully inside)."""
+    a = np.asarray(a, np.float32).reshape(-1, 4)
+    b = np.asarray(b, np.float32).reshape(-1, 4)
+    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    area = np.clip((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), 1e-6, None)
+    return (w * h / area[:, None]).astype(np.float32)
+
+
+def fragments(xyxy: np.ndarray, labels, min_share: float) -> np.ndarray:
+    """N×4 xyxy boxes and N labels → N bool, True for a fragment: a box
+    with at least ``min_share`` of its area inside a larger box of the same
+    label. A filament cut into pieces is one object, and NMS (which looks
+    at IoU) keeps a piece whose IoU with the whole is small. ``min_share``
+    above 1 finds none."""
+    b = np.asarray(xyxy, np.float32).reshape(-1, 4)
+    if len(b) < 2 or min_share > 1:
+        return np.zeros(len(b), bool)
+    labels = np.asarray(labels, dtype=object)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    inside = contained_share(b, b) >= min_share
+    return (inside & (labels[:, None] == labels[None, :]) & (area[None, :] > area[:, None])).any(axis=1)
+
+
+def match_boxes(det_xyxy: np.ndarray, det_score: np.ndarray, gt_xyxy: np.ndarray, iou: float = 0.5) -> np.ndarray:
+    """One frame: N candidate boxes and K annotated boxes (xyxy pixels) → N
+    int, the annotated box each candidate takes (greedy by score, one each,
+    IoU ≥ ``iou``), else -1."""
+    out = np.full(len(det_xyxy), -1, np.int64)
+    if not len(det_xyxy) or not len(gt_xyxy):
+        return out
+    ious, used = box_iou(det_xyxy, gt_xyxy), np.zeros(len(gt_xyxy), bool)
+    for i in np.argsort(-np.asarray(det_score), kind="stable"):
+        row = np.where(used, -1.0, ious[i])
+        j = int(row.argmax())
+        if row[j] >= iou:
+            out[i], used[j] = j, True
+    return out

@@ -19,7 +19,8 @@ class IdentifierConfig:
     """threshold: the global cosine similarity below which the answer is
     ``unknown``. class_thresholds: species → its own threshold (from
     cross-validation over training frames); a threshold moved by the app's
-    slider moves them all by the same amount (see ``offsets``). mean/std:
+    slider moves them with it (``offsets``; ``plankton.prototypes.
+    shifted_thresholds`` keeps them below 1). mean/std:
     input normalisation, which only the backbone registry supplies (see
     ``for_backbone``)."""
 

@@ -120,7 +120,8 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
         gray = _minmax_to_uint8(np.asarray(im))
     else:
         has_alpha = im.has_transparency_data
-        rgba = np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
+        want = "RGBA" if has_alpha else "RGB"
+        rgba = np.asarray(im if im.mode == want else im.convert(want))  # convert() to its own mode is a full copy
         if not has_alpha:
             return rgba
         rgb = rgba[..., :3].astype(np.uint32)
@@ -147,7 +148,9 @@ def read_image(source: Source, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
             with _quiet():
                 im.seek(0)
                 im.load()  # decode everything now so truncation raises here
-                arr = _to_rgb(ImageOps.exif_transpose(im))
+                # exif_transpose copies the whole frame even when there is
+                # nothing to turn (most frames): ask first (bit-identical).
+                arr = _to_rgb(ImageOps.exif_transpose(im) if _orientation(im) != 1 else im)
         except _DECODE_ERRORS as e:
             raise ImageError(f"{name}: cannot decode image ({_one_line(e)})") from None
     return np.ascontiguousarray(arr, dtype=np.uint8)

@@ -19,6 +19,7 @@ from .files import atomic_write_text, sha256
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 CONFIG = "config.json"
+TRAINING = "training.json"  # the training record: beside config.json, which holds what inference reads
 DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, PROTOTYPES = "detector.safetensors", "embedder.safetensors", "prototypes.safetensors"
 REQUIRED = (DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, PROTOTYPES)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
@@ -35,9 +36,13 @@ def model_dir(folder: str | os.PathLike | None = None) -> Path:
 
 def write_manifest(folder: str | Path, config: dict | None = None) -> dict:
     """Record size and sha256 of every file beside config.json, and write
-    config.json atomically. Call after adding files such as metrics.json."""
+    config.json atomically. Call after adding files such as metrics.json.
+    A ``training`` section goes to ``training.json`` beside it (which
+    ``read_config`` reads back into ``config["training"]``)."""
     folder = Path(folder)
-    config = config if config is not None else read_config(folder, check_files=False)
+    config = dict(config) if config is not None else read_config(folder, check_files=False)
+    if "training" in config:  # an older artifact kept it inline; inference never reads it
+        atomic_write_text(folder / TRAINING, json.dumps(config.pop("training"), indent=1) + "\n")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CONFIG and not p.name.startswith("."))
     config["files"] = {p.relative_to(folder).as_posix(): {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files}
     atomic_write_text(folder / CONFIG, json.dumps(config, indent=2) + "\n")
@@ -81,8 +86,13 @@ def read_config(folder: str | Path, check_files: bool = True) -> dict:
             raise ArtifactError(f"{folder / CONFIG}: missing section {key!r}")
     if check_files:
         verify_files(folder, config)
+    if "training" not in config and (folder / TRAINING).is_file():
+        try:
+            config["training"] = json.loads((folder / TRAINING).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ArtifactError(f"{folder / TRAINING}: not valid JSON ({e})") from None
     return config
 
 
-__all__ = ["ArtifactError", "CONFIG", "DEFAULT_MODEL_DIR", "DETECTOR_WEIGHTS", "EMBEDDER_WEIGHTS", "FORMAT_VERSION", "PROTOTYPES",
+__all__ = ["ArtifactError", "CONFIG", "TRAINING", "DEFAULT_MODEL_DIR", "DETECTOR_WEIGHTS", "EMBEDDER_WEIGHTS", "FORMAT_VERSION", "PROTOTYPES",
            "READABLE_VERSIONS", "REQUIRED", "model_dir", "read_config", "verify_files", "write_manifest"]

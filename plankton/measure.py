@@ -64,30 +64,50 @@ def species_columns(frames: list[FrameResult], names: list[str] | None = None) -
     return order + [UNKNOWN]
 
 
-def counts_rows(frames: list[FrameResult], columns: list[str]) -> list[dict]:
+def counts_rows(frames: list[FrameResult], columns: list[str], expected: list[dict] | None = None) -> list[dict]:
     """One row per frame: ``image``, a count per species in ``columns``
-    (unknown included) and ``total``, which equals the frame's objects."""
+    (unknown included) and ``total``, which equals the frame's objects.
+    ``expected``: per frame, the estimated objects per species
+    (``CountModel.expected``), added as ``<species>_est`` and ``total_est``."""
     rows = []
-    for f in frames:
+    for k, f in enumerate(frames):
         c = Counter(o.species for o in f.objects)
-        rows.append({"image": f.image, **{s: c.get(s, 0) for s in columns}, "total": len(f.objects)})
+        row = {"image": f.image, **{s: c.get(s, 0) for s in columns}, "total": len(f.objects)}
+        if expected is not None:
+            row |= {f"{s}_est": f"{expected[k].get(s, 0.0):.3f}" for s in [*columns, "total"]}
+        rows.append(row)
     return rows
 
 
-def concentration_rows(frames: list[FrameResult], sample: Sample, confidence: float = 0.95) -> list[dict]:
+def concentration_rows(frames: list[FrameResult], sample: Sample, confidence: float = 0.95, estimate=None) -> list[dict]:
     """One row per species present (unknown last) and a ``total`` row: the
     count over all frames, the volume they show (frames × volume_ul, in
-    ml), cells per ml, and the exact Poisson interval of that rate."""
+    ml), cells per ml, and the exact Poisson interval of that rate.
+    ``estimate`` (a ``quantify.CountEstimate`` over the same frames) adds
+    ``count_est`` and its interval and the same per ml; a species it finds
+    (estimate ≥ 0.5) gets a row even where none was counted."""
     if sample.volume_ul is None:
         raise ValueError("concentrations need the volume imaged per frame (volume_ul)")
     volume_ml = len(frames) * sample.volume_ul / 1000.0
     counts = Counter(o.species for f in frames for o in f.objects)
-    order = sorted((s for s in counts if s != UNKNOWN), key=lambda s: (-counts[s], s)) + ([UNKNOWN] if UNKNOWN in counts else [])
+    est = {} if estimate is None else {n: estimate.row(n) for n in estimate.species}
+    present = {s for s in counts if s != UNKNOWN} | {s for s, r in est.items() if s not in (UNKNOWN, "total") and r["count_est"] >= 0.5}
+    order = sorted(present, key=lambda s: (-counts.get(s, 0), -est.get(s, {}).get("count_est", 0), s))
+    order += [UNKNOWN] if UNKNOWN in counts or est.get(UNKNOWN, {}).get("count_est", 0) >= 0.5 else []
     rows = []
-    for species, n in [(s, counts[s]) for s in order] + [("total", sum(counts.values()))]:
+    for species, n in [(s, counts.get(s, 0)) for s in order] + [("total", sum(counts.values()))]:
         low, high = poisson_interval(n, confidence)
-        rows.append({"species": species, "count": n, "volume_ml": volume_ml,
-                     "cells_per_ml": n / volume_ml if volume_ml else float("nan"),
-                     "cells_per_ml_low": low / volume_ml if volume_ml else float("nan"),
-                     "cells_per_ml_high": high / volume_ml if volume_ml else float("nan")})
+        row = {"species": species, "count": n, "volume_ml": volume_ml, "cells_per_ml": _per_ml(n, volume_ml),
+               "cells_per_ml_low": _per_ml(low, volume_ml), "cells_per_ml_high": _per_ml(high, volume_ml)}
+        if species in est:
+            e = est[species]
+            row |= {k: e[k] for k in ESTIMATE_COLUMNS} | {k.replace("count", "cells_per_ml"): _per_ml(e[k], volume_ml) for k in ESTIMATE_COLUMNS}
+        rows.append(row)
     return rows
+
+
+ESTIMATE_COLUMNS = ("count_est", "count_est_low", "count_est_high")
+
+
+def _per_ml(n: float, volume_ml: float) -> float:
+    return n / volume_ml if volume_ml else float("nan")

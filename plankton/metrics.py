@@ -3,23 +3,14 @@ threshold can move without re-running any model. Built on scikit-learn."""
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import precision_recall_fscore_support
 
-from .prototypes import class_thresholds
-from .results import NOT_PLANKTON, UNKNOWN
+from .prototypes import class_thresholds, decide, shifted_thresholds
+from .results import UNKNOWN
 
 
 def predict_labels(similarity: np.ndarray, class_names: list[str], threshold) -> np.ndarray:
-    """N×C similarities → N predicted names: the most similar class, or
-    ``unknown`` when the similarity is below that class's threshold.
-    ``threshold``: one float, or C per-class thresholds."""
-    similarity = np.atleast_2d(np.asarray(similarity, np.float32))
-    if similarity.shape[1] == 0:
-        return np.full(len(similarity), UNKNOWN, dtype=object)
-    best = similarity.argmax(1)
-    names = np.asarray(class_names, dtype=object)[best]
-    named = (similarity.max(1) >= class_thresholds(threshold, len(class_names))[best]) & (names != NOT_PLANKTON)
-    return np.where(named, names, UNKNOWN).astype(object)
+    """N×C similarities → N predicted names: ``prototypes.decide``, the one rule."""
+    return decide(similarity, class_names, threshold)
 
 
 def per_class_table(true_names: np.ndarray, similarity: np.ndarray, class_names: list[str], threshold) -> list[dict]:
@@ -28,6 +19,8 @@ def per_class_table(true_names: np.ndarray, similarity: np.ndarray, class_names:
     support. Objects left ``unknown`` count as misses for their species;
     species without a prototype can only be right by being ``unknown``,
     which this table does not reward (see ``coverage_curve``)."""
+    from sklearn.metrics import precision_recall_fscore_support  # here: importing sklearn costs seconds, and predict_labels is on the CLI's path
+
     true_names = np.asarray(true_names, dtype=object)
     pred = predict_labels(similarity, class_names, threshold)
     species = [n for n in dict.fromkeys(list(class_names) + sorted(set(true_names))) if n in set(true_names)]
@@ -75,15 +68,23 @@ def open_set(true_names: np.ndarray, similarity: np.ndarray, class_names: list[s
 def coverage_curve(true_names: np.ndarray, similarity: np.ndarray, class_names: list[str], thresholds=None, offsets=None) -> list[dict]:
     """Accuracy on the objects that get a name, against coverage (the share
     that get one rather than ``unknown``), as the threshold moves.
-    ``offsets``: C per-class shifts from the global threshold, which move
-    with it."""
+    ``offsets``: C per-class distances from the global threshold, which
+    move with it (``shifted_thresholds``: never past 1)."""
     true_names = np.asarray(true_names, dtype=object)
     thresholds = np.round(np.linspace(0, 1, 41), 3) if thresholds is None else thresholds
-    offsets = 0.0 if offsets is None else np.asarray(offsets, np.float32)
+    offsets = np.zeros(len(class_names), np.float32) if offsets is None else np.asarray(offsets, np.float32)
     rows = []
     for t in thresholds:
-        pred = predict_labels(similarity, class_names, float(t) + offsets)
+        pred = predict_labels(similarity, class_names, shifted_thresholds(float(t), offsets))
         named = pred != UNKNOWN
         acc = float(np.mean(pred[named] == true_names[named])) if named.any() else float("nan")
         rows.append({"threshold": float(t), "coverage": float(named.mean()) if len(pred) else 0.0, "accuracy": acc})
     return rows
+
+
+def bray_curtis(a, b) -> float:
+    """Bray-Curtis dissimilarity of two count vectors (same order): 0 when
+    the compositions agree, 1 when they share nothing."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    total = (a + b).sum()
+    return float(np.abs(a - b).sum() / total) if total > 0 else 0.0

@@ -17,6 +17,36 @@ def class_thresholds(threshold, n_classes: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(threshold, np.float32), (n_classes,))
 
 
+SHIFT_KNEE = 0.95  # per-class thresholds move one-for-one with the global one up to here (and down to 1 - this)
+
+
+def shifted_thresholds(cls_conf: float, offsets) -> np.ndarray:
+    """C per-class thresholds when the global similarity threshold is
+    ``cls_conf``; ``offsets`` (C values, or one) are each class's distance
+    from the global threshold at the model's default
+    (``IdentifierConfig.offsets``). The one rule for the app's slider, the
+    CLI and the metrics.
+
+    A class keeps its distance while its threshold stays within
+    [1 - SHIFT_KNEE, SHIFT_KNEE]; beyond, the distance shrinks so that the
+    threshold reaches 1 (or 0) only when the global one does. A plain sum
+    would pass 1 (a species stricter by 0.25 becomes impossible from a
+    global 0.75 on, silently). Inside the band the arithmetic is the old
+    float32 sum, bit for bit, so figures published at the default hold."""
+    off = np.atleast_1d(np.asarray(offsets, np.float32))
+    moved = np.float32(cls_conf) + off
+    hi, lo = SHIFT_KNEE, 1.0 - SHIFT_KNEE
+    g = float(cls_conf)
+    up = (off > 0) & (moved > hi)
+    down = (off < 0) & (moved < lo)
+    if up.any() or down.any():
+        d = off.astype(np.float64)
+        squeezed_up = hi + (g + d - hi) * (1 - hi) / (1 - hi + d)
+        squeezed_down = lo * g / (lo - d)
+        moved = np.where(up, squeezed_up, np.where(down, squeezed_down, moved)).astype(np.float32)
+    return moved
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
@@ -170,20 +200,31 @@ class Prototypes:
                    tensors.get("support"), tensors.get("support_labels"))
 
 
-def identify(similarity: np.ndarray, names: list[str], threshold, topk: int = 3) -> list[Identification]:
-    """N×C similarities → N identifications: ``unknown`` below the best
-    class's threshold (``threshold``: one float, or C per-class values),
-    and when the best class is ``NOT_PLANKTON``, which is never offered
-    as a candidate either."""
+def decide(similarity: np.ndarray, names: list[str], threshold) -> np.ndarray:
+    """The open-set decision, the one rule the cascade, the app, the CLI,
+    the metrics and the counts all apply: N×C similarities → N names, the
+    most similar class, or ``unknown`` below that class's threshold
+    (``threshold``: one float, or C per-class values) and when the best
+    class is ``NOT_PLANKTON``."""
     similarity = np.atleast_2d(np.asarray(similarity, np.float32))
-    thresholds = class_thresholds(threshold, len(names))
-    species_cols = [j for j, n in enumerate(names) if n != NOT_PLANKTON]
-    k = min(topk, len(species_cols))
-    order = np.argsort(-similarity, axis=1, kind="stable")[:, : len(names)] if len(names) else np.zeros((len(similarity), 0), int)
+    if similarity.shape[1] == 0:
+        return np.full(len(similarity), UNKNOWN, dtype=object)
+    best = similarity.argmax(1)
+    label = np.asarray(names, dtype=object)[best]
+    named = (similarity[np.arange(len(best)), best] >= class_thresholds(threshold, len(names))[best]) & (label != NOT_PLANKTON)
+    return np.where(named, label, UNKNOWN).astype(object)
+
+
+def identify(similarity: np.ndarray, names: list[str], threshold, topk: int = 3) -> list[Identification]:
+    """N×C similarities → N identifications: the species ``decide`` gives,
+    its similarity, and the ``topk`` most similar species as candidates
+    (``NOT_PLANKTON`` is never offered)."""
+    similarity = np.atleast_2d(np.asarray(similarity, np.float32))
+    labels = decide(similarity, names, threshold)
+    k = min(topk, sum(n != NOT_PLANKTON for n in names))
+    order = np.argsort(-similarity, axis=1, kind="stable") if len(names) else np.zeros((len(similarity), 0), int)
     out = []
-    for row, idx in zip(similarity, order):
+    for row, idx, label in zip(similarity, order, labels):
         cands = tuple(Candidate(names[j], float(row[j])) for j in idx if names[j] != NOT_PLANKTON)[:k]
-        best = float(row[idx[0]]) if len(idx) else -1.0
-        named = len(idx) and best >= thresholds[idx[0]] and names[idx[0]] != NOT_PLANKTON
-        out.append(Identification(names[idx[0]] if named else UNKNOWN, best, cands))
+        out.append(Identification(label, float(row[idx[0]]) if len(idx) else -1.0, cands))
     return out

@@ -62,7 +62,9 @@ class Identification:
 class ObjectResult:
     """One object: box (pixels), detection score, species or ``unknown``,
     its cosine similarity and the top-k candidate species. ``corrected``:
-    a person set the species (it is no longer the model's answer)."""
+    a person set the species (it is no longer the model's answer).
+    ``embedding``: the D unit embedding it was identified from, when the
+    cascade made it (kept for ``discover``; not part of equality)."""
 
     xyxy: tuple[float, float, float, float]
     det_score: float
@@ -70,6 +72,7 @@ class ObjectResult:
     similarity: float
     topk: tuple[Candidate, ...] = ()
     corrected: bool = False
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_unknown(self) -> bool:
@@ -78,12 +81,15 @@ class ObjectResult:
 
 @dataclass
 class FrameResult:
-    """All objects of one frame. ``image`` is the file name (or a label)."""
+    """All objects of one frame. ``image`` is the file name (or a label).
+    ``stats``: image statistics of the decoded frame (``quality.image_stats``),
+    filled in by the per-frame step of ``predict``."""
 
     image: str
     width: int
     height: int
     objects: list[ObjectResult] = field(default_factory=list)
+    stats: dict = field(default_factory=dict, compare=False)
 
     @property
     def counts(self) -> dict[str, int]:

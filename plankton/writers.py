@@ -3,9 +3,7 @@ written to a temporary name and renamed, so an interrupted run never
 leaves a file that looks complete."""
 from __future__ import annotations
 
-import colorsys
 import csv
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -13,47 +11,70 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from . import palette
 from .files import atomic_path, atomic_write_text
 from .measure import Sample, box_sizes_um, concentration_rows, counts_rows, species_columns
 from .results import UNKNOWN, FrameResult
+from .samplemeta import KEYS as SAMPLE_META_KEYS
+from .samplemeta import SampleMeta
 
 CSV_COLUMNS = ["image", "x1", "y1", "x2", "y2", "det_score", "species", "similarity", "top2", "top2_similarity", "top3", "top3_similarity",
-               "width_um", "height_um", "esd_um", "corrected"]
-CONCENTRATION_COLUMNS = ["species", "count", "volume_ml", "cells_per_ml", "cells_per_ml_low", "cells_per_ml_high"]
+               "width_um", "height_um", "esd_um", "corrected", "p_object", "p_species"]
+CONCENTRATION_COLUMNS = ["species", "count", "volume_ml", "cells_per_ml", "cells_per_ml_low", "cells_per_ml_high",
+                         "count_est", "count_est_low", "count_est_high", "cells_per_ml_est", "cells_per_ml_est_low", "cells_per_ml_est_high"]
 
 
 def _um(v: float) -> str:
     return "" if not np.isfinite(v) else f"{v:.2f}"
 
 
-def detection_rows(frames: list[FrameResult], um_per_px: float | None = None) -> list[dict]:
+def _p(v: float) -> str:
+    return "" if not np.isfinite(v) else f"{v:.3f}"
+
+
+def detection_rows(frames: list[FrameResult], um_per_px: float | None = None, counter=None) -> list[dict]:
     """One row per object: box (pixels), scores, species and runners-up,
-    box-based sizes in µm (empty without a scale), and whether a person
-    corrected the species."""
+    box-based sizes in µm (empty without a scale), whether a person
+    corrected the species, and with a count calibration (``counter``, a
+    ``quantify.CountModel``) P(a distinct object) and P(the name is right)."""
     rows = []
     for fr in frames:
         sizes = box_sizes_um(np.array([o.xyxy for o in fr.objects], np.float64).reshape(-1, 4), um_per_px)
-        for o, (w, h, esd) in zip(fr.objects, sizes):
+        probs = zip(*counter.probabilities(fr)) if counter is not None else [(np.nan, np.nan)] * len(fr.objects)
+        for o, (w, h, esd), (p_obj, p_sp) in zip(fr.objects, sizes, probs):
             row = {"image": fr.image, "x1": f"{o.xyxy[0]:.1f}", "y1": f"{o.xyxy[1]:.1f}", "x2": f"{o.xyxy[2]:.1f}", "y2": f"{o.xyxy[3]:.1f}",
                    "det_score": f"{o.det_score:.4f}", "species": o.species, "similarity": f"{o.similarity:.4f}",
-                   "width_um": _um(w), "height_um": _um(h), "esd_um": _um(esd), "corrected": "yes" if o.corrected else ""}
+                   "width_um": _um(w), "height_um": _um(h), "esd_um": _um(esd), "corrected": "yes" if o.corrected else "",
+                   "p_object": _p(p_obj), "p_species": _p(p_sp)}
             for j, c in enumerate(o.topk[1:3], start=2):
                 row[f"top{j}"], row[f"top{j}_similarity"] = c.species, f"{c.similarity:.4f}"
             rows.append(row)
     return rows
 
 
-def sample_tables(frames: list[FrameResult], sample: Sample, names: list[str] | None = None) -> dict[str, str]:
+def sample_tables(frames: list[FrameResult], sample: Sample, names: list[str] | None = None, meta: SampleMeta | None = None,
+                  counter=None) -> dict[str, str]:
     """{file name: CSV text} of the per-sample tables: ``counts.csv`` (one
     row per frame, one column per species plus unknown and total) and
     ``concentration.csv`` (cells per ml with a 95% Poisson interval), both
-    only when the volume imaged per frame is known."""
+    only when the volume imaged per frame is known. ``meta``: the sample's
+    place and time, repeated on each concentration row in columns after
+    the others (so each row stands alone when tables are concatenated).
+    ``counter`` (a ``quantify.CountModel``): the estimated counts beside the
+    raw ones, in both tables."""
     if sample.volume_ul is None:
         return {}
     columns = species_columns(frames, names)
-    conc = [r | {k: f"{r[k]:.6g}" for k in CONCENTRATION_COLUMNS[2:]} for r in concentration_rows(frames, sample)]
-    return {"counts.csv": csv_text(counts_rows(frames, columns), ["image", *columns, "total"]),
-            "concentration.csv": csv_text(conc, CONCENTRATION_COLUMNS)}
+    estimate = counter.estimate(frames) if counter is not None else None
+    conc = [r | {k: f"{r[k]:.6g}" for k in CONCENTRATION_COLUMNS[2:] if k in r} for r in concentration_rows(frames, sample, estimate=estimate)]
+    extra = []
+    if meta is not None and not meta.is_empty():
+        extra = list(SAMPLE_META_KEYS)
+        conc = [r | {k: "" if v is None else (f"{v:.10g}" if isinstance(v, float) else v) for k, v in meta.as_dict().items()} for r in conc]
+    expected = [counter.expected(f) for f in frames] if counter is not None else None
+    est_columns = [f"{c}_est" for c in [*columns, "total"]] if expected is not None else []
+    return {"counts.csv": csv_text(counts_rows(frames, columns, expected), ["image", *columns, "total", *est_columns]),
+            "concentration.csv": csv_text(conc, CONCENTRATION_COLUMNS + extra)}
 
 
 def csv_text(rows: list[dict], columns: list[str]) -> str:
@@ -64,9 +85,9 @@ def csv_text(rows: list[dict], columns: list[str]) -> str:
     return buf.getvalue()
 
 
-def write_detections_csv(path: str | Path, frames: list[FrameResult], um_per_px: float | None = None) -> None:
-    """One row per object: image, box (pixels), det_score, species, similarity, runners-up, sizes in µm."""
-    atomic_write_text(path, csv_text(detection_rows(frames, um_per_px), CSV_COLUMNS))
+def write_detections_csv(path: str | Path, frames: list[FrameResult], um_per_px: float | None = None, counter=None) -> None:
+    """One row per object: image, box (pixels), det_score, species, similarity, runners-up, sizes in µm, probabilities."""
+    atomic_write_text(path, csv_text(detection_rows(frames, um_per_px, counter), CSV_COLUMNS))
 
 
 def coco_results(frames: list[FrameResult], categories: list[dict], image_ids: dict[str, int] | None = None) -> dict:
@@ -97,29 +118,33 @@ def write_coco(path: str | Path, frames: list[FrameResult], categories: list[dic
 
 
 def species_colour(name: str) -> tuple[int, int, int]:
-    """A stable, distinct colour per species; ``unknown`` is always grey."""
-    if name == UNKNOWN:
-        return (150, 150, 150)
-    hue = int(hashlib.md5(name.encode()).hexdigest()[:6], 16) / 0xFFFFFF
-    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
-    return int(r * 255), int(g * 255), int(b * 255)
+    """A species' box and legend colour (``plankton.palette``: look-alikes
+    get distant colours once a model's mapping is in use); ``unknown`` is
+    always grey."""
+    return palette.colour(name)
 
 
-def annotate(image: np.ndarray, frame: FrameResult, line: int = 2) -> Image.Image:
-    """H×W×3 uint8 frame → PIL image with boxes and "species 0.87" labels;
-    unknown objects get dashed-looking grey boxes labelled "unknown"."""
+def annotate(image: np.ndarray, frame: FrameResult, line: int = 2, numbers: list[int] | None = None,
+             colours: dict[str, tuple[int, int, int]] | None = None) -> Image.Image:
+    """H×W×3 uint8 frame → PIL image with boxes and "species 0.87" labels
+    ("#3 species 0.87" with ``numbers``, one per object); unknown objects
+    get thin grey boxes labelled "unknown". ``colours``: a model's mapping
+    (``palette.for_prototypes``), else the one in use."""
     im = Image.fromarray(image).convert("RGB")
     draw = ImageDraw.Draw(im)
     font = ImageFont.load_default(size=max(12, im.width // 110))
-    for o in sorted(frame.objects, key=lambda o: o.det_score):
-        colour = species_colour(o.species)
+    tags = numbers if numbers is not None and len(numbers) == len(frame.objects) else [None] * len(frame.objects)
+    for o, tag in sorted(zip(frame.objects, tags), key=lambda t: t[0].det_score):
+        colour = (colours or {}).get(o.species) or species_colour(o.species)
         x1, y1, x2, y2 = o.xyxy
         draw.rectangle((x1, y1, x2, y2), outline=colour, width=line if not o.is_unknown else 1)
-        label = f"{o.species} {o.similarity:.2f}"
+        label = (f"#{tag} " if tag is not None else "") + f"{o.species} {o.similarity:.2f}"
         tx, ty = x1, max(0, y1 - font.size - 4)
         box = draw.textbbox((tx, ty), label, font=font)
         draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill=colour)
-        draw.text((tx, ty), label, fill=(0, 0, 0), font=font)
+        # dark palette colours (olive, brown, violet) need white text to stay legible
+        text = (0, 0, 0) if palette.lab(colour)[0] > 55 else (255, 255, 255)
+        draw.text((tx, ty), label, fill=text, font=font)
     return im
 
 

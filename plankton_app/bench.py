@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from plankton.ecotaxa import object_crop
 from plankton.images import read_image
 from plankton.results import Detections
 
@@ -35,10 +36,10 @@ def synthetic_session(service: Service, image: np.ndarray, n_objects: int = 20, 
     with service._model_lock:
         analysis = service.cascade.analyse_boxes(image, dets, "benchmark")
     analysis.det_floor = service.det_floor
-    thumbs = service.thumbnails(image, dets.xyxy)
     display, scale = downscale(image)
     layout = service.validation.place(analysis.embeddings) if service.validation is not None else None
-    return Session([Frame("benchmark", Computed(analysis, display, scale, thumbs, layout))])
+    crops = [np.ascontiguousarray(object_crop(image, b)) for b in dets.xyxy]
+    return Session([Frame("benchmark", Computed(analysis, display, scale, layout, crops))])
 
 
 def benchmark_refilter(service: Service, image: np.ndarray | None = None, n_objects: int = 20, repeats: int = 50) -> dict:

@@ -3,28 +3,21 @@ counts, the objects table, annotated frames and the model summary. Pure
 formatting over a Session and its View; nothing here runs a model."""
 from __future__ import annotations
 
-import base64
 import dataclasses
 import html
-import io
 
 import numpy as np
 from PIL import Image
 
 from plankton.results import UNKNOWN, FrameResult
+from plankton.thumbs import contrast
 from plankton.writers import annotate, species_colour
 
 from .session import Session, View
+from .thumbs import data_uri, img_html
 
 DISPLAY_SIDE = 1280  # annotated frames are drawn at most this wide/high
-THUMB_SIDE = 64
 MAX_TABLE_ROWS = 300
-
-
-def data_uri(crop: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(crop).save(buf, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def downscale(image: np.ndarray, side: int = DISPLAY_SIDE) -> tuple[np.ndarray, float]:
@@ -66,15 +59,17 @@ def counts_html(view: View | None) -> str:
         return "<p>No objects at these thresholds.</p>"
     total = sum(counts.values())
     rows = "".join(f'<tr><td>{species_html(k)}</td><td style="text-align:right">{v}</td><td style="text-align:right">{100 * v / total:.0f}%</td></tr>' for k, v in counts.items())
-    return (f'<table class="counts"><thead><tr><th>Species</th><th style="text-align:right">Count</th><th style="text-align:right">Share</th></tr></thead>'
-            f'<tbody>{rows}</tbody><tfoot><tr><td><b>Total</b></td><td style="text-align:right"><b>{total}</b></td><td></td></tr></tfoot></table>')
+    # the total first, where the eye lands, not below a list that may need a scroll
+    return (f'<table class="counts"><thead><tr><th>Species</th><th style="text-align:right">Count</th><th style="text-align:right">Share</th></tr>'
+            f'<tr class="total"><td><b>Total</b></td><td style="text-align:right"><b>{total}</b></td><td></td></tr></thead>'
+            f'<tbody>{rows}</tbody></table>')
 
 
 def annotated(session: Session, view: View) -> list[tuple[Image.Image, str]]:
     """(annotated image at display size, caption) per frame."""
     out = []
-    for f, fr in zip(session.frames, view.frames):
-        img = annotate(f.computed.display, _scaled(fr, f.computed.scale))
+    for f, fr, ids in zip(session.frames, view.frames, view.ids):
+        img = annotate(f.computed.display, _scaled(fr, f.computed.scale), numbers=[int(k) + 1 for k in ids])
         counts = fr.counts
         caption = f"{f.name}: {len(fr.objects)} object{'s' if len(fr.objects) != 1 else ''}"
         if counts.get(UNKNOWN):
@@ -85,16 +80,15 @@ def annotated(session: Session, view: View) -> list[tuple[Image.Image, str]]:
 
 def table(session: Session, view: View, limit: int = MAX_TABLE_ROWS) -> tuple[list[list], int]:
     """Rows for the objects table (HTML cells for crop and species) and
-    the total number of objects (rows beyond ``limit`` are left out)."""
+    the total number of objects (rows beyond ``limit`` are left out).
+    Objects are numbered from 1 for people (object id + 1)."""
     rows = []
     for oid, fr, o in view.objects():
         if len(rows) >= limit:
             break
-        fi, di = session.locate(oid)
-        thumb = session.frames[fi].computed.thumbs[di]
         alts = " · ".join(f"{html.escape(c.species)} {c.similarity:.2f}" for c in o.topk)
-        rows.append([oid, html.escape(fr.image), f'<img src="{thumb}" alt="object {oid}" width="56" height="56">',
-                     species_html(o.species), round(o.similarity, 3), round(o.det_score, 3), alts])
+        rows.append([oid + 1, html.escape(fr.image), img_html(session, oid), species_html(o.species), round(o.similarity, 3),
+                     round(o.det_score, 3), alts])
     return rows, view.n_objects
 
 
@@ -184,6 +178,12 @@ def model_markdown(info: dict) -> str:
     if isinstance(ident.get("unknown_rate_at_threshold"), float):
         figures.append(f"at the default thresholds {100 * ident['unknown_rate_at_threshold']:.1f}% of known objects are *unknown*"
                        + (f" and {100 * ident['accuracy_of_named_at_threshold']:.1f}% of the named ones are right" if isinstance(ident.get("accuracy_of_named_at_threshold"), float) else ""))
+    cv = (info.get("counting") or {}).get("cross_validation") or {}
+    if isinstance(cv.get("pooled_bray_curtis_est"), float):
+        figures.append(f"counts at the counting point (detector {num(info['counting']['det_conf'])}): {cv['rows_ratio']:.2f}× the annotated objects "
+                       f"shown, estimated total {100 * cv['pooled_total_error_est']:+.1f}%, Bray-Curtis of the composition "
+                       f"{cv['pooled_bray_curtis_raw']:.3f} raw → **{cv['pooled_bray_curtis_est']:.3f}** estimated, 95% intervals holding "
+                       f"{100 * cv['coverage']:.0f}% of species counts ({cv.get('folds', 5)}-fold cross-validation over frames)")
     if figures:
         lines.append("\n**Validation (frames the model did not train on):** " + "; ".join(figures) + ".")
     if info["problems"]:
@@ -191,8 +191,10 @@ def model_markdown(info: dict) -> str:
     return "\n".join(lines)
 
 
-def _thumbs(images: list[np.ndarray], side: int = 56) -> str:
-    return "".join(f'<img src="{data_uri(im)}" width="{side}" height="{side}" style="display:inline-block;margin:1px;border-radius:3px">'
+def _thumbs(images: list[np.ndarray], side: int = 64) -> str:
+    """Exemplars as stored (square; with their shape kept in artifacts built
+    since issue 28), contrast-stretched as the upload's crops are."""
+    return "".join(f'<img src="{data_uri(contrast(im))}" width="{side}" height="{side}" style="display:inline-block;margin:1px;border-radius:3px">'
                    for im in images)
 
 

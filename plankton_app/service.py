@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -18,13 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from plankton.cascade import Cascade
-from plankton.crops import extract_crops
 from plankton.ecotaxa import object_crop
 from plankton.files import one_line
 from plankton.gallery import FILE as GALLERY_FILE
 from plankton.gallery import Exemplars
 from plankton.images import ImageError, read_image
-from plankton.metrics import per_class_table, predict_labels
+from plankton import palette
 from plankton.prototypes import Prototypes
 from plankton.results import NOT_PLANKTON, UNKNOWN
 from plankton.validation import FILE as VALIDATION_FILE
@@ -32,7 +32,8 @@ from plankton.validation import ValidationSet
 from plankton.writers import coco_results
 
 from . import render
-from .render import THUMB_SIDE, data_uri, downscale
+from .answers import ValidationAnswers
+from .render import downscale
 from .session import Computed, Frame, Session, View
 from .uploads import MAX_FRAMES, MAX_PIXELS, InputError, iter_sources
 
@@ -40,8 +41,9 @@ CACHE_FRAMES = 16  # analysed frames kept across sessions (keyed by file content
 PUSH_REPO_ENV, PUSH_REVISION_ENV = "PLANKTON_PUSH_REPO", "PLANKTON_PUSH_REVISION"  # where saved versions are published
 
 
-class Service:
-    """A loaded model and everything the app does with it."""
+class Service(ValidationAnswers):
+    """A loaded model and everything the app does with it (what its
+    stored validation set says: ``ValidationAnswers``)."""
 
     def __init__(self, cascade: Cascade, description: str = ""):
         self.cascade = cascade
@@ -57,6 +59,7 @@ class Service:
         self._cache: OrderedDict[str, Computed] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._model_lock = threading.Lock()
+        palette.use(palette.for_prototypes(cascade.identifier.prototypes))  # frames, legends and tables draw with one mapping
 
     @classmethod
     def load(cls, folder: str | Path | None = None, repo_id: str | None = None, revision: str | None = None, device: str = "cpu") -> "Service":
@@ -101,11 +104,6 @@ class Service:
     def class_names(self) -> list[str]:
         return list(self.cascade.identifier.prototypes.names)
 
-    def thumbnails(self, image: np.ndarray, xyxy: np.ndarray) -> list[str]:
-        """The objects' crops as the embedder sees them (same window), small, as data URIs."""
-        crop = dataclasses.replace(self.cascade.identifier.cfg.crop, size=THUMB_SIDE)
-        return [data_uri(c) for c in extract_crops(image, xyxy, crop)]
-
     # ---- analysis (runs the models)
     def compute(self, image: np.ndarray, key: str | None = None) -> Computed:
         """Run both models on one H×W×3 frame at the detector floor (cached by ``key``)."""
@@ -117,11 +115,10 @@ class Service:
                     return hit
         with self._model_lock:
             analysis = self.cascade.analyse(image, "")
-        thumbs = self.thumbnails(image, analysis.detections.xyxy)
         display, scale = downscale(image)
         layout = self.validation.place(analysis.embeddings) if self.validation is not None else None
         crops = [np.ascontiguousarray(object_crop(image, b)) for b in analysis.detections.xyxy]
-        computed = Computed(analysis, np.ascontiguousarray(display), scale, thumbs, layout, crops)
+        computed = Computed(analysis, np.ascontiguousarray(display), scale, layout, crops)
         if key is not None:
             with self._cache_lock:
                 self._cache[key] = computed
@@ -173,10 +170,11 @@ class Service:
         cls = self.cls_conf if cls_conf is None else float(cls_conf)
         return max(det, self.det_floor), cls
 
-    def refilter(self, session: Session, det_conf: float | None = None, cls_conf: float | None = None) -> View:
+    def refilter(self, session: Session, det_conf: float | None = None, cls_conf: float | None = None, keep_rejected: bool = False) -> View:
         """Apply thresholds to cached analyses (no model runs), then the
         session's corrections: a corrected object takes its label (and is
-        marked corrected), one marked not plankton leaves the results."""
+        marked corrected), one marked not plankton leaves the results
+        (unless ``keep_rejected``: Review shows them, to be undone)."""
         det, cls = self.clamp(det_conf, cls_conf)
         frames, ids = [], []
         for i, off in enumerate(session.starts):
@@ -187,7 +185,7 @@ class Service:
             if session.corrections:
                 pairs = [(k, o if k not in session.corrections else dataclasses.replace(o, species=session.corrections[k], corrected=True))
                          for k, o in zip(oid.tolist(), fr.objects)]
-                pairs = [(k, o) for k, o in pairs if o.species != NOT_PLANKTON]
+                pairs = [(k, o) for k, o in pairs if keep_rejected or o.species != NOT_PLANKTON]
                 fr = dataclasses.replace(fr, objects=[o for _, o in pairs])
                 oid = np.array([k for k, _ in pairs], int)
             frames.append(fr)
@@ -208,8 +206,20 @@ class Service:
             raise InputError(f"{object_id!r} is not an object number.") from None
         if not 0 <= object_id < session.n_detections:
             raise InputError(f"No object {object_id} in this upload (ids go from 0 to {session.n_detections - 1}).")
+        before = session.corrections.get(object_id)
+        if (before or "") == label:
+            return session
         corrections = {k: v for k, v in session.corrections.items() if k != object_id} | ({object_id: label} if label else {})
-        return dataclasses.replace(session, corrections=corrections)
+        return dataclasses.replace(session, corrections=corrections, history=session.history + [(object_id, before)])
+
+    def undo(self, session: Session) -> tuple[Session, int]:
+        """The session before its last correction (of this upload), and the
+        object it concerned; InputError when there is nothing to undo."""
+        if not session.history:
+            raise InputError("Nothing to undo: no corrections made since this upload.")
+        object_id, before = session.history[-1]
+        corrections = {k: v for k, v in session.corrections.items() if k != object_id} | ({object_id: before} if before else {})
+        return dataclasses.replace(session, corrections=corrections, history=session.history[:-1]), object_id
 
     def corrections_coco(self, session: Session) -> dict:
         """The session's corrections as a COCO file: the frames (file names as
@@ -242,39 +252,28 @@ class Service:
         return coco_results(view.frames, cats)
 
     # ---- the sample: sizes, concentrations, exports
-    def sample_files(self, session: Session, view: View) -> dict[str, str | bytes]:
+    def counter(self, view: View):
+        """The model's count calibration at the view's thresholds
+        (``quantify.CountModel``), or None for a model without one."""
+        return self.cascade.count_model(view.det_conf, view.cls_conf)
+
+    def sample_files(self, session: Session, view: View, meta=None, sample_id: str | None = None) -> dict[str, str | bytes]:
         """{file name: contents} of the sample's downloads at these thresholds,
         corrections applied: detections with sizes, counts and concentration
-        (with a volume), and an EcoTaxa import folder as a zip."""
+        (with a volume), an EcoTaxa import folder and a Darwin Core Archive,
+        both zipped. ``meta``: the sample's place and time (SampleMeta);
+        ``sample_id``: its id in the exports (default: a new unique one)."""
         from plankton.writers import sample_tables
 
-        files: dict[str, str | bytes] = {"detections.csv": view.csv(session.sample.um_per_px)}
-        files |= sample_tables(view.frames, session.sample, [n for n in self.class_names if n != NOT_PLANKTON])
-        files["ecotaxa.zip"] = self.ecotaxa_zip(session, view)
+        from . import exports
+
+        sample_id = sample_id or exports.default_sample_id()
+        counter = self.counter(view)
+        files: dict[str, str | bytes] = {"detections.csv": view.csv(session.sample.um_per_px, counter)}
+        files |= sample_tables(view.frames, session.sample, [n for n in self.class_names if n != NOT_PLANKTON], meta, counter)
+        files["ecotaxa.zip"] = exports.ecotaxa_zip(self, session, view, meta, sample_id)
+        files["dwca.zip"] = exports.dwca_zip(self, session, view, files.get("concentration.csv"), meta, sample_id)
         return files
-
-    def ecotaxa_zip(self, session: Session, view: View) -> bytes:
-        """An EcoTaxa import folder (``plankton.ecotaxa``) of the view, zipped."""
-        import io
-        import tempfile
-        import zipfile
-
-        from plankton import __version__
-        from plankton.ecotaxa import EcotaxaExport, ExportInfo
-
-        info = ExportInfo(f"plankton_app_{time.strftime('%Y%m%d')}", session.sample.um_per_px, session.sample.volume_ul,
-                          f"plankton {__version__}", str(self.config.get("name") or ""))
-        with tempfile.TemporaryDirectory() as tmp:
-            export = EcotaxaExport(tmp, info)
-            for (fi, f), fr, ids in zip(enumerate(session.frames), view.frames, view.ids):
-                start = session.starts[fi]
-                export.add(fr, [f.computed.crops[k - start] for k in ids])
-            export.close()
-            buf = io.BytesIO()
-            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-                for p in sorted(Path(tmp).iterdir()):
-                    zf.write(p, p.name)
-        return buf.getvalue()
 
     # ---- a new model version from the session's corrections
     def save_version(self, session: Session, folder: str | Path, force: bool = False):
@@ -348,8 +347,7 @@ class Service:
         prot = c.get("prototypes", {})
         return {
             "name": c.get("name"),
-            "source": self.description,
-            "folder": str(self.folder),
+            "source": self.public(self.description),
             "created": c.get("created"),
             "versions": c.get("versions", {}),
             "training": c.get("training") or (self.metrics or {}).get("training"),
@@ -357,48 +355,20 @@ class Service:
             "runtime": self.cascade.runtime,
             "detector": {k: c.get("detector", {}).get(k) for k in ("architecture", "imgsz", "conf", "tile")},
             "embedder": {k: c.get("embedder", {}).get(k) for k in ("backbone", "dim", "size_features")} | {"crop": c.get("identifier", {}).get("crop")},
+            "defaults": {"det_conf": self.det_conf, "cls_conf": self.cls_conf},  # where the app's sliders start
             "thresholds": {"det_floor": self.det_floor, "det_conf": self.det_conf, "cls_conf": self.cls_conf,
                            "class_thresholds": dict(self.cascade.identifier.cfg.class_thresholds)},
+            "counting": c.get("counting"),  # the counting point and its cross-validated figures
             "has_validation": self.validation is not None,
             "metrics": {k: v for k, v in (self.metrics or {}).items() if k in ("detection", "end_to_end", "split")}
                        | {"identification": {k: v for k, v in ((self.metrics or {}).get("identification") or {}).items() if not isinstance(v, (list, dict))}},
-            "problems": list(self.problems),
+            "problems": [self.public(p) for p in self.problems],
         }
 
-    def per_class(self, cls_conf: float | None = None, session: Session | None = None) -> list[dict]:
-        """Per-species precision/recall/F1/support on the stored validation
-        set at ``cls_conf`` (with a session's enrolled species, if any).
-        Without a validation set: the table stored in metrics.json."""
-        cls = self.cls_conf if cls_conf is None else float(cls_conf)
-        if self.validation is None:
-            return list(((self.metrics or {}).get("identification") or {}).get("per_class") or [])
-        sim, names, thresholds = self._val_similarity(session, cls)
-        rows = per_class_table(np.asarray(self.validation.true_names, dtype=object), sim, names, thresholds)
-        by_name = {n: round(float(t), 4) for n, t in zip(names, thresholds)}
-        return [r | {"threshold": by_name.get(r["species"])} for r in rows]
-
-    def _val_similarity(self, session: Session | None, cls_conf: float) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """Validation similarities, class names and per-class thresholds at
-        global threshold ``cls_conf`` (with the session's enrolled species)."""
-        if session is not None and session.val_similarity is not None:
-            return session.val_similarity, list(session.prototypes.names), cls_conf + session.class_offsets
-        names = list(self.validation.class_names)
-        return self.validation.similarity, names, cls_conf + self.cascade.identifier.cfg.offsets(names)
-
-    def validation_answers(self, cls_conf: float, session: Session | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(true species, the answers at global threshold ``cls_conf``) of
-        the stored validation objects (with a session's enrolled species)."""
-        sim, names, thresholds = self._val_similarity(session, float(cls_conf))
-        return np.asarray(self.validation.true_names, dtype=object), predict_labels(sim, names, thresholds)
-
-    def coverage(self, cls_conf: float, session: Session | None = None) -> dict | None:
-        """Share of validation objects that get a name at ``cls_conf``, and
-        the accuracy on those."""
-        if self.validation is None or not len(self.validation.true_names):
-            return None
-        true, pred = self.validation_answers(cls_conf, session)
-        named = pred != UNKNOWN
-        return {"n": int(len(true)), "coverage": float(named.mean()), "accuracy": float(np.mean(pred[named] == true[named])) if named.any() else float("nan")}
+    def public(self, text: str) -> str:
+        """``text`` with the model's folder, and any absolute path, cut to its last part: the server's disk is private."""
+        text = str(text).replace(str(self.folder), self.folder.name)
+        return re.sub(r"(?<![\w.])(?:/|[A-Za-z]:\\)(?:[^\s/\\()]+[/\\])+([^\s/\\()]+)", r"\1", text)
 
     # ---- start-up
     def warm_up(self, frame: str | os.PathLike | None = None) -> float:
@@ -416,6 +386,5 @@ class Service:
         session = Session([Frame("warm-up", computed)])
         view = self.refilter(session)
         render.annotated(session, view)
-        render.table(session, view)
         return time.perf_counter() - t
 

@@ -19,17 +19,18 @@ from .uploads import InputError
 
 @dataclass
 class Computed:
-    """The thresholds-free result of one frame's content (shared, read-only):
-    the analysis at the detector floor, a downscaled copy for drawing, a
-    thumbnail and a native-resolution crop per detection and (with a
-    validation set) map positions."""
+    """The thresholds-free result of one frame's content (shared): the
+    analysis at the detector floor, a downscaled copy for drawing, (with a
+    validation set) map positions and a native-resolution crop per
+    detection. ``thumbs`` caches display crops made from those on first
+    use (``plankton_app.thumbs``): most objects are never looked at."""
 
     analysis: FrameAnalysis
     display: np.ndarray
     scale: float
-    thumbs: list[str]
     layout: np.ndarray | None = None
-    crops: list[np.ndarray] = field(default_factory=list)  # native-resolution object crops, for exports
+    crops: list[np.ndarray] = field(default_factory=list)  # native-resolution object crops, for exports and thumbnails
+    thumbs: dict = field(default_factory=dict, repr=False)  # (detection, µm per pixel) → (data URI, width, height)
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Session:
     class_offsets: np.ndarray | None = None  # per class of ``prototypes``
     enrolled: list[str] = field(default_factory=list)
     corrections: dict[int, str] = field(default_factory=dict)  # object id → label, in this upload
+    history: list[tuple[int, str | None]] = field(default_factory=list)  # (object id, its label before the change), for undo
     earlier: list[Correction] = field(default_factory=list)  # corrections of the session's earlier uploads
     sample: Sample = field(default_factory=Sample)
     version: str | None = None  # a model version saved from this session, now in use
@@ -101,7 +103,7 @@ class Session:
         volume (None when there is nothing to keep)."""
         if self.prototypes is None and not self.corrections and not self.earlier and self.sample == Sample():
             return None
-        return dataclasses.replace(self, frames=[], messages=[], similarity=[], corrections={}, earlier=self.all_corrections())
+        return dataclasses.replace(self, frames=[], messages=[], similarity=[], corrections={}, history=[], earlier=self.all_corrections())
 
     def all_corrections(self) -> list[Correction]:
         """The corrections of earlier uploads, then this upload's, by object id."""
@@ -159,8 +161,9 @@ class View:
             frames.append({"image": fr.image, "width": fr.width, "height": fr.height, "counts": fr.counts, "objects": objs})
         return {"det_conf": self.det_conf, "cls_conf": self.cls_conf, "n_objects": self.n_objects, "counts": self.counts, "frames": frames}
 
-    def csv(self, um_per_px: float | None = None) -> str:
-        return csv_text(detection_rows(self.frames, um_per_px), CSV_COLUMNS)
+    def csv(self, um_per_px: float | None = None, counter=None) -> str:
+        """detections.csv of the view; ``counter`` (a CountModel) adds the objects' probabilities."""
+        return csv_text(detection_rows(self.frames, um_per_px, counter), CSV_COLUMNS)
 
 
 def parse_ids(text: str) -> list[int]:

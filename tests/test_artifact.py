@@ -61,7 +61,7 @@ def test_save_load_gives_the_same_outputs(saved):
     from plankton.identifier import Identifier
 
     folder, root, image, gt = saved["folder"], saved["root"], saved["image"], saved["gt"]
-    assert sorted(p.name for p in folder.iterdir()) == sorted([CONFIG, *REQUIRED])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([CONFIG, *REQUIRED, "taxonomy.csv"])
     assert not [p for p in root.iterdir() if p.name.startswith(".")], "no temporary folder left behind"
     loaded = load_artifact(folder)
     assert loaded.config["name"] == "round-trip" and loaded.path == folder

@@ -74,3 +74,33 @@ def test_onnx_runtime_matches_pytorch_on_the_bundled_model(cascade, frame):
     assert len(a.objects) > 0, "the bundled model finds objects in a committed frame: the comparison is not of two empty lists"
     assert [o.species for o in a.objects] == [o.species for o in b.objects]
     np.testing.assert_allclose([o.xyxy for o in a.objects], [o.xyxy for o in b.objects], atol=1.0)
+
+
+def test_config_holds_what_inference_reads_and_the_record_sits_beside_it():
+    import json
+
+    raw = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
+    assert "training" not in raw and "training.json" in raw["files"]
+    assert (DEFAULT_MODEL_DIR / "config.json").stat().st_size <= 20_000
+    assert read_config(DEFAULT_MODEL_DIR, check_files=False)["training"]["split"]["val_ids"]
+
+
+def test_an_artifact_with_its_record_inline_still_loads_and_splits_on_write(tmp_path, tiny_artifact):
+    import json
+    import shutil
+
+    from plankton.artifact import load_artifact
+    from plankton.manifest import write_manifest
+
+    folder = tmp_path / "old"
+    shutil.copytree(tiny_artifact, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "training.json").unlink(missing_ok=True)
+    config["files"].pop("training.json", None)
+    config["training"] = {"epochs": 3}
+    (folder / "config.json").write_text(json.dumps(config))  # as published before the record moved out
+    assert load_artifact(folder).config["training"] == {"epochs": 3}
+    write_manifest(folder)
+    assert "training" not in json.loads((folder / "config.json").read_text())
+    assert json.loads((folder / "training.json").read_text()) == {"epochs": 3}
+    assert load_artifact(folder).config["training"] == {"epochs": 3}

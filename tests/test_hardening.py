@@ -110,7 +110,7 @@ def test_cli_predict_corpus(corpus, tiny_artifact, tmp_path, repo_before):
     with open(out / "detections.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {row["image"] for row in rows} <= set(sizes)
-    assert sorted(p.name for p in out.iterdir()) == ["detections.csv", "predictions.coco.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["detections.csv", "embeddings.safetensors", "predictions.coco.json", "quality.csv"]
     assert badinput.tree(REPO) == repo_before
     badinput.no_escapes(tmp_path, corpus["root"])
 

@@ -142,8 +142,8 @@ def test_push_is_one_commit_with_every_file_and_lfs_for_large_files(hub, pushed,
     commit = repo.commits[sha]
     assert repo.tags["v1.0"] == sha
     assert commit.parent is not None and repo.commits[commit.parent].parent is None  # initial commit, then one push
-    expected = {"config.json", "detector.safetensors", "embedder.safetensors", "prototypes.safetensors", "validation.safetensors",
-                "metrics.json", "confusion.png", "per_class.csv", "README.md", ".gitattributes"}
+    expected = {"config.json", "training.json", "taxonomy.csv", "detector.safetensors", "embedder.safetensors", "prototypes.safetensors",
+                "validation.safetensors", "metrics.json", "confusion.png", "per_class.csv", "README.md", ".gitattributes"}
     assert set(commit.files) == expected
     assert pushed["v1"]["url"].endswith(f"/{REPO_ID}/commit/{sha}")
     # files over 10 MB went through LFS (batch + basic upload), with their sha256

@@ -111,7 +111,7 @@ def runs(inputs, tiny_artifact, tmp_path_factory):
 def test_same_output_as_the_local_engine(runs):
     (rc_local, _, local), (rc_ray, err_ray, ray_out) = runs["local"], runs["ray"]
     assert rc_local == 2 and rc_ray == 2, err_ray
-    for name in ("detections.csv", "predictions.coco.json"):
+    for name in ("detections.csv", "predictions.coco.json", "quality.csv", "embeddings.safetensors"):
         assert (ray_out / name).read_bytes() == (local / name).read_bytes(), name
     coco = json.loads((ray_out / "predictions.coco.json").read_text())
     assert len(coco["images"]) == GOOD and len(coco["annotations"]) >= GOOD
@@ -122,7 +122,7 @@ def test_same_output_as_the_local_engine(runs):
     assert "f0_1.jpg" in annotated and len(annotated) == GOOD
     for name in annotated:
         assert (ray_out / "annotated" / name).read_bytes() == (local / "annotated" / name).read_bytes(), name
-    assert sorted(p.name for p in ray_out.iterdir()) == ["annotated", "detections.csv", "predictions.coco.json"]
+    assert sorted(p.name for p in ray_out.iterdir()) == ["annotated", "detections.csv", "embeddings.safetensors", "predictions.coco.json", "quality.csv"]
 
 
 @pytest.mark.slow

@@ -123,7 +123,8 @@ def test_ecotaxa_export_follows_the_import_format(export):
 @pytest.mark.parametrize("breakage,message", [
     (lambda h, t, d: ([("objectsimilarity" if c == "object_similarity" else c) for c in h], t, d), "not prefix_field"),
     (lambda h, t, d: (h, t[:3] + ["[x]"] + t[4:], d), "has type '[x]'"),
-    (lambda h, t, d: (h, t, [r[:3] + [""] + r[4:] for r in d]), "a status needs a category"),
+    (lambda h, t, d: (h, t, [[("" if i == h.index("object_annotation_category") else v) for i, v in enumerate(r)] for r in d]),
+     "a status needs a category"),
     (lambda h, t, d: (h, t, [d[0], d[0]] + d[2:]), "repeats line 3"),
     (lambda h, t, d: (h, t, [[("12 µm" if i == h.index("object_similarity") else v) for i, v in enumerate(r)] for r in d]), "is not a number"),
     (lambda h, t, d: (h, t, [[("gone.png" if i == 0 else v) for i, v in enumerate(r)] for r in d]), "image 'gone.png' is missing"),

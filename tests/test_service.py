@@ -66,8 +66,8 @@ def test_analyse_caches_by_content(service, session):
     assert len(session.frames) == 1 and session.frames[0].name == FRAMES[0].name
     a = session.frames[0].analysis
     assert len(a.detections) > 0 and a.embeddings.shape == (len(a.detections), 512)
-    assert len(session.frames[0].computed.thumbs) == len(a.detections)
-    assert session.frames[0].computed.thumbs[0].startswith("data:image/jpeg;base64,")
+    assert len(session.frames[0].computed.crops) == len(a.detections)
+    assert session.frames[0].computed.thumbs == {} or all(isinstance(k, tuple) for k in session.frames[0].computed.thumbs)  # made on first look
     assert max(session.frames[0].computed.display.shape[:2]) <= 1280
     again = service.analyse([FRAMES[0]])
     assert again.frames[0].computed is session.frames[0].computed  # no second model run
@@ -210,7 +210,7 @@ def test_no_detections_is_not_an_error(service):
 
     empty = FrameAnalysis("", 64, 48, Detections.empty(), np.zeros((0, 512), np.float32), np.zeros((0, len(service.class_names)), np.float32),
                           list(service.class_names), service.det_floor)
-    s = Session([Frame("blank.png", Computed(empty, np.zeros((48, 64, 3), np.uint8), 1.0, []))])
+    s = Session([Frame("blank.png", Computed(empty, np.zeros((48, 64, 3), np.uint8), 1.0))])
     view = service.refilter(s)
     assert view.n_objects == 0 and render.table(s, view) == ([], 0)
     assert "0 objects" in render.annotated(s, view)[0][1]

@@ -68,19 +68,21 @@ def embed_records(identifier: Identifier, records: list[dict], cache: FrameCache
 
 def write_exemplars(folder: Path, protos: Prototypes, emb: np.ndarray, labels: np.ndarray, records: list[dict], cache: FrameCache, crop: CropConfig) -> None:
     """The gallery's exemplars (``plankton.gallery``): for each sub-centre the
-    training crops nearest to it, as the embedder saw them, small."""
-    from plankton.crops import extract_crops
+    training crops nearest to it, small, each object's own shape kept on a
+    square of the frame's background (the embedder's square window would
+    squeeze a filament to a grey square)."""
+    from plankton.ecotaxa import object_crop
     from plankton.gallery import FILE, PER_SUBCENTER, SIDE, Exemplars, choose_exemplars
     from plankton.manifest import read_config, write_manifest
+    from plankton.thumbs import letterbox
 
     index = {n: i for i, n in enumerate(protos.names)}
     by_proto = np.array([index[records[i]["name"]] for i in range(len(records))])
     chosen, counts = choose_exemplars(protos, emb, by_proto, PER_SUBCENTER)
-    thumb = dataclasses.replace(crop, size=SIDE)
     crops = np.zeros((*chosen.shape, SIDE, SIDE, 3), np.uint8)
     for c, k, e in zip(*np.nonzero(chosen >= 0)):
         r = records[chosen[c, k, e]]
-        crops[c, k, e] = extract_crops(cache.frames[r["file"]], np.array([r["xyxy"]], np.float32), thumb, cache.fill[r["file"]])[0]
+        crops[c, k, e] = letterbox(object_crop(cache.frames[r["file"]], r["xyxy"]), SIDE, cache.fill[r["file"]])
     Exemplars(list(protos.names), crops, counts, (chosen >= 0).sum(-1)).save(folder / FILE)
     config = read_config(folder, check_files=False)
     config["gallery"] = {"file": FILE, "per_subcenter": PER_SUBCENTER, "side": SIDE}

@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 
-from plankton.geometry import box_iou
+from plankton.geometry import match_boxes
 
 
 def coco_ap(gt: dict, dets: dict) -> dict:
@@ -51,10 +51,5 @@ def precision_recall(gt: dict, dets: dict, iou: float = 0.5) -> dict:
         n_det, n_gt = n_det + len(d), n_gt + len(g)
         if not len(d) or not len(g):
             continue
-        ious, used = box_iou(d, g), np.zeros(len(g), bool)
-        for row in ious:
-            row = np.where(used, -1, row)
-            j = int(row.argmax())
-            if row[j] >= iou:
-                used[j], tp = True, tp + 1
+        tp += int((match_boxes(d, -np.arange(len(d), dtype=np.float32), g, iou) >= 0).sum())  # in the given order
     return {"precision": tp / n_det if n_det else 0.0, "recall": tp / n_gt if n_gt else 0.0, "true_positives": tp, "detections": n_det, "objects": n_gt}

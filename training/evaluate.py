@@ -24,7 +24,7 @@ from plankton.manifest import write_manifest
 from plankton.data import load_coco
 from plankton.images import read_image
 from plankton.metrics import coverage_curve, open_set, per_class_table, predict_labels, topk_accuracy
-from plankton.prototypes import Prototypes
+from plankton.prototypes import Prototypes, shifted_thresholds
 from plankton.results import UNKNOWN, Detections
 from plankton.validation import ValidationSet
 from plankton.writers import csv_text
@@ -52,7 +52,8 @@ def identification_metrics(true: np.ndarray, sim: np.ndarray, names: list[str], 
     the thresholds (``threshold`` plus each class's ``offsets``);
     ``open_set`` removes each species' prototype in turn and counts how
     often its crops then come out unknown."""
-    thr = threshold + (np.zeros(len(names), np.float32) if offsets is None else np.asarray(offsets, np.float32))
+    offsets = np.zeros(len(names), np.float32) if offsets is None else np.asarray(offsets, np.float32)
+    thr = shifted_thresholds(threshold, offsets)
     known = np.isin(true, names)
     t, s = true[known], sim[known]
     pred = np.asarray(names, dtype=object)[s.argmax(1)] if len(t) else np.array([], dtype=object)
@@ -74,9 +75,21 @@ def identification_metrics(true: np.ndarray, sim: np.ndarray, names: list[str], 
         "accuracy_of_named_at_threshold": float(np.mean(at[named] == t[named])) if named.any() else None,
         "per_class": per_class_table(true, sim, names, thr),
         "per_class_argmax": per_class_table(t, s, names, -1.0),
-        "coverage": coverage_curve(t, s, names, offsets=thr - threshold),
+        "coverage": coverage_curve(t, s, names, offsets=offsets),
         "open_set": open_set(t, s, names, thr),
     }
+
+
+def counting_report(cascade) -> dict | None:
+    """The counts' figures, by cross-validation over the frames of the
+    model's count calibration (5 folds, two fold seeds), at its defaults."""
+    if cascade.counts is None:
+        return None
+    from .calibrate_counts import cross_validate
+
+    counting = cascade.counting
+    cv = cross_validate(cascade.counts, cascade.count_model().thresholds, cascade.det_conf)
+    return {k: counting.get(k) for k in ("det_conf", "containment", "method", "validation_frames", "validation_objects")} | {"cross_validation": cv}
 
 
 def main(argv=None) -> dict:
@@ -115,7 +128,7 @@ def main(argv=None) -> dict:
     names = cascade.class_names
     cat_names = {c.id: c.name for c in coco.categories.values()}
     train_counts = Counter(cat_names[b.category_id] for i in model_split["train_ids"] if i in coco.images for b in coco.boxes_of(i))
-    det_conf, cls_conf = cascade.det_conf, cascade.cls_conf
+    det_conf, cls_conf = cascade.det_floor, cascade.cls_conf  # recall as the candidates give it; the counting point is reported apart
     offsets = cascade.identifier.cfg.offsets(names)
     detect = resplit is None and not args.identification_only  # the detector trained on the shipped split: other splits' validation frames are not new to it
 
@@ -144,6 +157,8 @@ def main(argv=None) -> dict:
         det_gt = {i: np.array([b for b, _ in g], np.float32).reshape(-1, 4) for i, g in gt.items()}
         detection = coco_ap({i: (det_gt[i], ["plankton"] * len(det_gt[i])) for i in gt}, {i: (d.xyxy, d.score, ["plankton"] * len(d)) for i, d in dets.items()})
         detection |= precision_recall(det_gt, {i: d.xyxy[d.score >= det_conf] for i, d in dets.items()}) | {"threshold": det_conf}
+        if cascade.det_conf != det_conf:
+            detection["counting_point"] = precision_recall(det_gt, {i: d.xyxy[d.score >= cascade.det_conf] for i, d in dets.items()}) | {"threshold": cascade.det_conf}
         e2e_ap = coco_ap({i: (det_gt[i], [n for _, n in gt[i]]) for i in gt},
                          {i: (np.array([o.xyxy for o in f.objects], np.float32).reshape(-1, 4), np.array([o.det_score for o in f.objects]), [o.species for o in f.objects]) for i, f in e2e.items()})
         end_to_end = {"species_ap50": e2e_ap["ap50"], "species_ap50_95": e2e_ap["ap50_95"], "detector_floor": args.e2e_floor, "identifier_threshold": cls_conf}
@@ -164,6 +179,7 @@ def main(argv=None) -> dict:
                                                f"the detector trained on frames of this split's validation set (split seed {resplit})"},
         "identification": ident,
         "end_to_end": end_to_end,
+        "counting": counting_report(cascade),
         "learning_curve": (training.get("detector") or {}).get("learning_curve"),
         "evaluation": {"command": "python -m training.evaluate " + " ".join(sys.argv[1:] if argv is None else argv), "hardware": hardware(),
                        "wall_s": round(time.perf_counter() - start, 1), "detector_s_per_frame": round(t_det / max(len(val_ids), 1), 3), "identifier_s_per_frame": round(t_id / max(len(val_ids), 1), 3)},
@@ -171,7 +187,7 @@ def main(argv=None) -> dict:
     write_json(model_dir / "metrics.json", metrics)
     rows = [r | {"threshold": ident["class_thresholds"].get(r["species"], cls_conf) if r["species"] in names else ""} for r in ident["per_class"]]
     atomic_write_text(model_dir / "per_class.csv", csv_text(rows, ["species", "precision", "recall", "f1", "support", "threshold"]))
-    plots.confusion(true, predict_labels(sim, names, cls_conf + offsets), model_dir / "confusion.png")
+    plots.confusion(true, predict_labels(sim, names, shifted_thresholds(cls_conf, offsets)), model_dir / "confusion.png")
     plots.reliability(true, sim, names, model_dir / "reliability.png")
     plots.learning_curves(metrics["learning_curve"], (training.get("embedder") or {}).get("history"), model_dir / "learning_curve.png")
     write_manifest(model_dir)
@@ -179,6 +195,11 @@ def main(argv=None) -> dict:
              ident["top1"], ident["f1_macro"], ident["f1_macro_common"] or float("nan"), ident["unknown_rate_at_threshold"],
              ident["accuracy_of_named_at_threshold"] or float("nan"), ident["open_set"]["unknown_rate_macro"] or float("nan"),
              ident["open_set"]["unknown_rate_weighted"] or float("nan"))
+    if metrics["counting"]:
+        cv = metrics["counting"]["cross_validation"]
+        log.info("counts at det_conf %.2f: rows shown %.3f× annotated; total %+.3f → %+.3f, Bray-Curtis %.3f → %.3f (raw → estimated, pooled); "
+                 "interval coverage %.2f", cascade.det_conf, cv["rows_ratio"], cv["pooled_total_error_raw"], cv["pooled_total_error_est"],
+                 cv["pooled_bray_curtis_raw"], cv["pooled_bray_curtis_est"], cv["coverage"])
     if detect:
         log.info("detection AP50 %.3f recall %.3f | end-to-end AP50 %.3f", detection["ap50"], detection["recall"], end_to_end["species_ap50"])
     if push_from_args and getattr(args, "push_to_hub", None):

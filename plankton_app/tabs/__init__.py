@@ -3,7 +3,7 @@
 its own events to the shared sliders and session in ``Context``."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 
@@ -21,6 +21,7 @@ class Context:
     cls: gr.Slider
     session: gr.State
     shown_tab: gr.State
+    followers: list = field(default_factory=list)  # (fn, inputs, outputs) that redraw a tab from the session
 
 
 # Cheap handlers (no model run): skip the queue and hide progress.
@@ -30,3 +31,12 @@ FAST = dict(queue=False, show_progress="hidden", api_visibility="undocumented")
 def track(tab: gr.Tab, name: str, ctx: Context) -> None:
     """Remember in ``ctx.shown_tab`` that ``tab`` is on screen when selected."""
     tab.select(lambda: name, None, ctx.shown_tab, api_visibility="private", queue=False)
+
+
+def follow(ctx: Context, event):
+    """Redraw the tabs in ``ctx.followers`` after ``event`` changed the
+    session (a correction, an undo, the sample's scale): one state, so no
+    tab keeps old numbers until a slider moves."""
+    for fn, inputs, outputs in ctx.followers:
+        event = event.then(fn, inputs, outputs, trigger_mode="always_last", **FAST)  # a quick second change must redraw too
+    return event

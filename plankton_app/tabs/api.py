@@ -30,8 +30,9 @@ coco = client.predict(api_name="/corrections")              # the corrections as
 conc = client.predict(0.25, 0.5, 0.8, 0.1, api_name="/sample")  # det_conf, cls_conf, µm per pixel, µl per frame
 ```
 
+Object `id`s count from 0 (the app's tables show `id + 1` as #). `/model_info` gives the thresholds the app starts with under `defaults`.
 Boxes are `[x1, y1, x2, y2]` in pixels of the original frame; `det_score` is the detector's confidence, `similarity` the cosine
-similarity to the closest species (the species is `unknown` below its threshold, which moves with `cls_conf`); `top` lists the best candidates.
+similarity to the closest species (the species is `unknown` below its threshold, which moves with `cls_conf` and never passes 1); `top` lists the best candidates.
 """
 
 
@@ -97,7 +98,8 @@ def endpoints(ctx: Context) -> None:
             raise _error(str(e)) from None
         new = dataclasses.replace(session, sample=s)
         view = service.refilter(new, det_conf, cls_conf)
-        rows = concentration_rows(view.frames, s) if s.volume_ul else []
+        counter = service.counter(view)
+        rows = concentration_rows(view.frames, s, estimate=counter.estimate(view.frames) if counter else None) if s.volume_ul else []
         return {"um_per_px": s.um_per_px, "volume_ul": s.volume_ul, "frames": len(view.frames), "concentration": rows}, new
 
     with gr.Column(visible=False):  # inputs of the endpoints; never shown
@@ -120,7 +122,7 @@ def endpoints(ctx: Context) -> None:
     next(buttons).click(enrol, [name, objects, s], [out, s], api_name="enrol", concurrency_id="fast",
                         api_description="Enrol a species for this session from object ids of the last /identify (e.g. '3, 5, 7-9').")
     next(buttons).click(service.model_info, None, out, api_name="model_info", concurrency_id="fast",
-                        api_description="The loaded model: name, source, runtime, versions, training, classes, thresholds.")
+                        api_description="The loaded model: name, source, runtime, versions, training, classes, the app's default thresholds, thresholds.")
     next(buttons).click(service.per_class, [cls, s], out, api_name="per_class", concurrency_id="fast",
                         api_description="Per-species precision, recall, F1, support and threshold on the validation set at a similarity threshold.")
     next(buttons).click(correct, [object_id, species, s], [out, s], api_name="correct", concurrency_id="fast",
@@ -128,4 +130,5 @@ def endpoints(ctx: Context) -> None:
     next(buttons).click(corrections, [s], out, api_name="corrections", concurrency_id="fast",
                         api_description="This session's corrections as a COCO file (for classify, enrol and training).")
     next(buttons).click(sample, [det, cls, um, ul, s], [out, s], api_name="sample", concurrency_id="fast",
-                        api_description="Concentrations (cells per ml with a 95% Poisson interval) of the last /identify, corrections applied.")
+                        api_description="Concentrations of the last /identify, corrections applied: the estimate (count_est, cells_per_ml_est, with 95% "
+                                        "intervals) beside the raw count (cells_per_ml with its Poisson interval).")

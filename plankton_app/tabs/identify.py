@@ -78,7 +78,7 @@ def build(ctx: Context, examples: list) -> None:
             return [], [], "", "", off, gr.DownloadButton(value=None, interactive=False), status(None, None)
         rows, total = render.table(session, view)
         caption = f"Showing {len(rows)} of {total} objects; the CSV has them all." if total > len(rows) else ""
-        csv_path, coco_path = downloads.write({"plankton_detections.csv": view.csv(),
+        csv_path, coco_path = downloads.write({"plankton_detections.csv": view.csv(counter=service.counter(view)),
                                                "plankton_detections.coco.json": json.dumps(service.coco(view, session), indent=1) + "\n"})
         images = render.annotated(session, view)
         if update:
@@ -114,7 +114,11 @@ def build(ctx: Context, examples: list) -> None:
             gr.Warning("Upload frames first, then choose objects from the table.")
             return *outputs(None, None), session, gr.skip()
         try:
-            new = service.enrol(session, name, parse_ids(ids))
+            numbers = parse_ids(ids)  # as shown, from 1
+            bad = [i for i in numbers if not 1 <= i <= session.n_detections]
+            if bad:
+                raise InputError(f"No object {', '.join(map(str, bad))} in this upload (numbers go from 1 to {session.n_detections}).")
+            new = service.enrol(session, name, [i - 1 for i in numbers])
         except InputError as e:
             gr.Warning(str(e))
             return *outputs(session, service.refilter(session, det, cls), update=False), session, gr.skip()
@@ -122,6 +126,7 @@ def build(ctx: Context, examples: list) -> None:
         return *outputs(new, service.refilter(new, det, cls), update=False), new, ""
 
     comps = [gallery, table, table_caption, counts, csv_btn, coco_btn, status_md]
+    ctx.followers.append((on_slider, [ctx.det, ctx.cls, ctx.session], comps))  # corrections elsewhere redraw this tab at once
     files.change(on_upload, [files, ctx.det, ctx.cls, ctx.session], comps + [ctx.session], api_name="ui_identify",
                  concurrency_id="model", concurrency_limit=1, api_visibility="undocumented", show_progress_on=[gallery])
     gr.on([ctx.det.change, ctx.cls.change], on_slider, [ctx.det, ctx.cls, ctx.session], comps, api_name="ui_refilter",

@@ -27,9 +27,26 @@ def caption(service, cls_conf: float, session=None) -> str:
             return "Per-species metrics as stored with the model (no validation set to recompute them at other thresholds)."
         return "This model has no stored validation metrics."
     acc = "n/a" if cov["accuracy"] != cov["accuracy"] else f"{100 * cov['accuracy']:.0f}%"
-    shifted = " Each species' own threshold moves with the slider." if service.cascade.identifier.cfg.class_thresholds else ""
-    return (f"**At similarity ≥ {render.num(cls_conf)}**, {100 * cov['coverage']:.0f}% of the {cov['n']} validation objects get a species name "
+    shifted = (" Each species' own threshold moves with the slider, and reaches 1 only when the slider does."
+               if service.cascade.identifier.cfg.class_thresholds else "")
+    text = (f"**At similarity ≥ {render.num(cls_conf)}**, {100 * cov['coverage']:.0f}% of the {cov['n']} validation objects get a species name "
             f"(the rest are *unknown*) and {acc} of those names are right. Objects left unknown count as misses for recall.{shifted}")
+    lost = service.unnameable(cls_conf, session)
+    if lost:
+        more = f"; and {len(lost) - 6} more species" if len(lost) > 6 else ""
+        text += ("  \n⚠️ **Can no longer be named here:** " + "; ".join(f"{r['species']} (threshold {r['threshold']:.3f}, its best validation "
+                                                                         f"object {r['best']:.3f})" for r in lost[:6])
+                 + f"{more}. Every object of these species will be *unknown*: move the slider left.")
+    return text
+
+
+def taxonomy_rows(service) -> list[list]:
+    """The model's classes with the names EcoTaxa and Darwin Core receive (plankton.taxonomy)."""
+    from plankton.taxonomy import for_model
+
+    table = for_model(service.folder, service.class_names)
+    return [[n, t.scientific_name if t else "", t.rank if t else "", t.aphia_id or "" if t else ""] for n in service.class_names
+            for t in [table.taxon(n)]]
 
 
 def confusion(service, cls_conf: float, session=None):
@@ -50,6 +67,9 @@ def build(ctx: Context) -> None:
         if rows:
             gr.Dataframe(rows, headers=render.TRAINING_HEADERS, interactive=False, wrap=True, label="Training", elem_id="training")
             gr.DownloadButton("⬇ Full training record (JSON)", value=record, size="sm")
+        with gr.Accordion("Taxonomy: the scientific names exports use (taxonomy.csv)", open=False):
+            gr.Dataframe(taxonomy_rows(service), headers=["class", "scientific name", "rank", "AphiaID"], interactive=False,
+                         max_height=400, elem_id="taxonomy")
         metrics_caption = gr.Markdown(caption(service, service.cls_conf), elem_id="metrics-caption")
         metrics = gr.Dataframe(metric_rows(service.per_class(service.cls_conf)), headers=METRIC_HEADERS,
                                datatype=["str", "number", "number", "number", "number", "number"], interactive=False, max_height=600,

@@ -1,7 +1,8 @@
 """Review: the upload's objects, the most doubtful first; set the species of
-any of them (a known one, a new name, or "not plankton"). Corrections
-apply at once to counts, concentrations and downloads, download as COCO,
-and become a new model version that names them."""
+any of them (a known one, a new name, or "not plankton"). Corrected and
+rejected objects leave the "to review" queue but stay under their filter,
+and every change can be undone. Corrections apply at once to every tab,
+download as COCO, and become a new model version that names them."""
 from __future__ import annotations
 
 import html
@@ -14,36 +15,71 @@ from pathlib import Path
 
 import gradio as gr
 
-from plankton.results import NOT_PLANKTON
+from plankton.results import NOT_PLANKTON, UNKNOWN
 
 from .. import downloads, render
+from ..thumbs import img_html
 from ..uploads import InputError
-from . import FAST, Context, track
+from . import FAST, Context, follow, track
 
 HEADERS = ["#", "frame", "crop", "answer", "similarity", "det. score", "top-3 candidates"]
 TYPES = ["number", "str", "html", "html", "number", "number", "str"]
 VERSIONS_ENV = "PLANKTON_VERSIONS_DIR"  # where saved model versions go (default: the temp dir)
+FILTERS = ["to review", "corrected", "rejected", "all"]
+KEYS = {"n": "review-next", "a": "review-accept", "x": "review-reject", "u": "review-undo"}
+# Keys act only while the Review tab is on screen and no text field has the focus (typing a name must not reject).
+SHORTCUTS = ("<script>document.addEventListener('keydown', (e) => {"
+             "if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;"
+             "const t = e.target; if (t && (t.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(t.tagName))) return;"
+             f"const id = {json.dumps(KEYS)}[e.key.toLowerCase()]; if (!id) return;"
+             "const b = document.getElementById(id); if (!b || !b.offsetParent) return;"
+             "e.preventDefault(); b.click(); });</script>")
 
 
-def rows(session, view, limit: int = render.MAX_TABLE_ROWS) -> list[list]:
-    """The view's objects, most doubtful first (lowest similarity, then lowest detection score)."""
+def number(text) -> int | None:
+    """The object # typed or picked (from 1), or None."""
+    try:
+        return int(str(text).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def state(session, object_id: int) -> str:
+    """"rejected", "corrected" or "to review"."""
+    label = session.corrections.get(object_id)
+    return "to review" if label is None else "rejected" if label == NOT_PLANKTON else "corrected"
+
+
+def queue(session, view, which: str = "to review") -> list[tuple[int, object, object]]:
+    """(object id, frame, object) under filter ``which``, the most doubtful
+    first (lowest similarity, then lowest detection score). ``view`` keeps
+    rejected objects (``refilter(keep_rejected=True)``)."""
     if session is None or view is None:
         return []
+    objs = sorted(view.objects(), key=lambda t: (t[2].similarity, t[2].det_score))
+    return [t for t in objs if which == "all" or state(session, t[0]) == which]
+
+
+def rows(session, view, which: str = "to review", limit: int = render.MAX_TABLE_ROWS) -> list[list]:
+    """The table under filter ``which``; objects are numbered from 1."""
     out = []
-    for oid, fr, o in sorted(view.objects(), key=lambda t: (t[2].similarity, t[2].det_score))[:limit]:
-        fi, di = session.locate(oid)
-        thumb = session.frames[fi].computed.thumbs[di]
-        answer = render.species_html(o.species) + (" <b>✔ corrected</b>" if o.corrected else "")
-        out.append([oid, html.escape(fr.image), f'<img src="{thumb}" alt="object {oid}" width="72" height="72">', answer,
-                    round(o.similarity, 3), round(o.det_score, 3), " · ".join(f"{html.escape(c.species)} {c.similarity:.2f}" for c in o.topk)])
+    for oid, fr, o in queue(session, view, which)[:limit]:
+        answer = render.species_html(o.species) if o.species != NOT_PLANKTON else "<i>not plankton</i>"
+        answer += {"corrected": " <b>✔ corrected</b>", "rejected": " <b>✖ rejected</b>"}.get(state(session, oid), "")
+        out.append([oid + 1, html.escape(fr.image), img_html(session, oid), answer, round(o.similarity, 3), round(o.det_score, 3),
+                    " · ".join(f"{html.escape(c.species)} {c.similarity:.2f}" for c in o.topk)])
     return out
 
 
-def status(session) -> str:
+def status(session, view=None) -> str:
     if session is None or not session.frames:
         return "Upload frames in the Identify tab; their objects are listed here, the most doubtful first."
     n = len(session.corrections) + len(session.earlier)
     text = f"**{n} correction{'s' if n != 1 else ''}** in this session" + (f" ({len(session.earlier)} from earlier uploads)." if session.earlier else ".")
+    if view is not None:
+        left = {w: len(queue(session, view, w)) for w in FILTERS[:3]}
+        text += f" At these thresholds: {left['to review']} to review, {left['corrected']} corrected, {left['rejected']} rejected."
+    text += "  \nKeys: **N** next · **A** accept the answer · **X** not plankton · **U** undo."
     if session.version:
         text += f"  \nUsing the model version saved from this session: `{Path(session.version).name}`."
     return text
@@ -59,12 +95,19 @@ def build(ctx: Context) -> None:
     with gr.Tab("Review", id="review") as tab:
         note = gr.Markdown(status(None), elem_id="review-status")
         with gr.Row():
-            object_id = gr.Number(None, label="Object #", precision=0, minimum=0, scale=1, elem_id="review-object")
+            which = gr.Radio(FILTERS, value="to review", label="Show", scale=3, elem_id="review-filter")
+            # a Textbox: Gradio's Number shows "no object" as 0
+            object_id = gr.Textbox("", label="Object #", placeholder="click a row", max_lines=1, scale=1, elem_id="review-object")
             label = gr.Dropdown(labels, value=None, allow_custom_value=True, label="Species (or type a new name)", scale=3, elem_id="review-label")
-            set_btn = gr.Button("Set species", variant="primary", scale=1)
-            clear_btn = gr.Button("Clear correction", scale=1)
+        with gr.Row():
+            set_btn = gr.Button("Set species", variant="primary", elem_id="review-set")
+            accept_btn = gr.Button("Accept the answer (A)", elem_id="review-accept")
+            reject_btn = gr.Button("Not plankton (X)", elem_id="review-reject")
+            next_btn = gr.Button("Next (N)", elem_id="review-next")
+            undo_btn = gr.Button("Undo (U)", elem_id="review-undo")
+            clear_btn = gr.Button("Clear correction", elem_id="review-clear")
         table = gr.Dataframe(headers=HEADERS, datatype=TYPES, interactive=False, wrap=True, max_height=620, elem_id="review-table",
-                             column_widths=["6%", "16%", "10%", "22%", "10%", "10%", "26%"])
+                             column_widths=["6%", "16%", "12%", "22%", "10%", "10%", "24%"])
         with gr.Row():
             coco_btn = gr.DownloadButton("⬇ corrections.coco.json", value=None, interactive=False, size="sm")
         with gr.Accordion("Save as a new model version", open=False):
@@ -76,37 +119,115 @@ def build(ctx: Context) -> None:
             saved = gr.Markdown("")
     track(tab, "review", ctx)
 
-    def refresh(det, cls, session):
-        view = service.refilter(session, det, cls) if session is not None and session.frames else None
+    def view_of(det, cls, session):
+        return service.refilter(session, det, cls, keep_rejected=True) if session is not None and session.frames else None
+
+    def refresh(det, cls, session, which, current, move_from: int | None = None):
+        """status, table, COCO download and the object in hand: ``current``
+        (a # shown, from 1) while it is listed; after an action on
+        ``move_from`` (an id), the object after it, so review moves on."""
+        view = view_of(det, cls, session)
         corrections = session.all_corrections() if session is not None and session.frames else []
         coco = (downloads.write({"corrections.coco.json": json.dumps(service.corrections_coco(session), indent=1) + "\n"})[0]
                 if corrections else None)
-        return status(session), rows(session, view), gr.DownloadButton(value=coco, interactive=coco is not None)
+        listed = [oid for oid, _, _ in queue(session, view, which)]
+        pick = number(current) - 1 if number(current) is not None else None
+        if move_from is not None:
+            pick = listed[(listed.index(move_from) + 1) % len(listed)] if move_from in listed else (listed[0] if listed else None)
+        elif pick not in listed:
+            pick = listed[0] if listed else None
+        return (status(session, view), rows(session, view, which), gr.DownloadButton(value=coco, interactive=coco is not None),
+                "" if pick is None else str(pick + 1))
 
-    def refresh_if_shown(det, cls, session, shown):
-        return refresh(det, cls, session) if shown == "review" else (gr.skip(),) * 3
+    def refresh_if_shown(det, cls, session, which, current, shown):
+        return refresh(det, cls, session, which, current) if shown == "review" else (gr.skip(),) * 4
 
-    def on_set(oid, name, det, cls, session, clear=False):
+    def chosen(session, current) -> int | None:
+        """The object id in hand, or None after a warning saying why not."""
         if session is None or not session.frames:
-            gr.Warning("Upload frames first, then correct their objects here.")
-            return session, *refresh(det, cls, session)
+            gr.Warning("Upload frames first, then review their objects here.")
+            return None
+        n = number(current)
+        if n is None:
+            gr.Warning("Pick an object first: click its row, or type its #." if not str(current or "").strip()
+                       else f"{str(current).strip()!r} is not an object number: type the # shown in the table.")
+            return None
+        if not 1 <= n <= session.n_detections:
+            gr.Warning(f"No object {n} in this upload (numbers go from 1 to {session.n_detections}).")
+            return None
+        return n - 1
+
+    def act(session, oid, new_label, det, cls, which, current):
         try:
-            session = service.correct(session, oid, "" if clear else name)
+            session = service.correct(session, oid, new_label)
         except InputError as e:
             gr.Warning(str(e))
-        return session, *refresh(det, cls, session)
+            return session, *refresh(det, cls, session, which, current)
+        return session, *refresh(det, cls, session, which, current, move_from=oid)
 
-    def on_save(force_it, det, cls, session):
+    def on_set(oid, name, det, cls, session, which):
+        i = chosen(session, oid)
+        if i is None:
+            return session, *refresh(det, cls, session, which, oid)
+        if not " ".join(str(name or "").split()):
+            gr.Warning("Choose a species (or type a new name) first, then Set species.")
+            return session, *refresh(det, cls, session, which, oid)
+        return act(session, i, name, det, cls, which, oid)
+
+    def on_accept(oid, det, cls, session, which):
+        i = chosen(session, oid)
+        if i is None:
+            return session, *refresh(det, cls, session, which, oid)
+        answer = next((o.species for k, _, o in view_of(det, cls, session).objects() if k == i), None)
+        if answer in (None, UNKNOWN):
+            gr.Warning(f"Object {oid} is {'not shown at these thresholds' if answer is None else 'unknown'}: "
+                       "choose its species, or mark it not plankton.")
+            return session, *refresh(det, cls, session, which, oid)
+        return act(session, i, answer, det, cls, which, oid)
+
+    def on_reject(oid, det, cls, session, which):
+        i = chosen(session, oid)
+        return act(session, i, NOT_PLANKTON, det, cls, which, oid) if i is not None else (session, *refresh(det, cls, session, which, oid))
+
+    def on_clear(oid, det, cls, session, which):
+        i = chosen(session, oid)
+        if i is not None and i not in session.corrections:
+            gr.Warning(f"Object {oid} has no correction to clear.")
+            i = None
+        return act(session, i, "", det, cls, which, oid) if i is not None else (session, *refresh(det, cls, session, which, oid))
+
+    def on_next(oid, det, cls, session, which):
+        if session is None or not session.frames:
+            gr.Warning("Upload frames first, then review their objects here.")
+            return refresh(det, cls, session, which, oid)
+        out = refresh(det, cls, session, which, oid, move_from=number(oid) - 1 if number(oid) is not None else -1)
+        if not out[3]:
+            gr.Info(f"Nothing {which if which != 'all' else 'listed'} at these thresholds.")
+        return out
+
+    def on_undo(det, cls, session, which):
+        try:
+            session, oid = service.undo(session) if session is not None else (None, None)
+            if session is None:
+                raise InputError("Nothing to undo: upload frames and correct some objects first.")
+        except InputError as e:
+            gr.Warning(str(e))
+            return session, *refresh(det, cls, session, which, None)
+        label = session.corrections.get(oid)
+        gr.Info(f"Undone: object {oid + 1} is back to " + ("the model's answer." if label is None else f"{label!r}."))
+        return session, *refresh(det, cls, session, which, oid + 1)  # the undone object in hand, where the filter lists it
+
+    def on_save(force_it, det, cls, session, which, current):
         if session is None:
             gr.Warning("There are no corrections to save.")
-            return session, "", *refresh(det, cls, session)
+            return session, "", *refresh(det, cls, session, which, current)
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", str(service.config.get("name") or "model"))
         folder = versions_dir() / f"{stem}-v{int(service.config.get('version', 1)) + 1}-{time.strftime('%Y%m%d-%H%M%S')}"
         try:
             report, session = service.save_version(session, folder, force=bool(force_it))
         except (InputError, ValueError) as e:
             gr.Warning(str(e), duration=15)
-            return session, f"⚠️ {e}", *refresh(det, cls, session)
+            return session, f"⚠️ {e}", *refresh(det, cls, session, which, current)
         change = "" if report.top1_change is None else (f" Top-1 on the {report.objects_checked} validation objects of the known species: "
                                                          f"{report.top1_before:.3f} → {report.top1_after:.3f}.")
         text = (f"Saved **version {report.version}** to `{folder}`: {sum(report.examples.values())} examples"
@@ -120,21 +241,26 @@ def build(ctx: Context) -> None:
         if pushed:
             text += (f"  \nPublished to {pushed['repo_id']}@{pushed['revision']} as commit `{pushed['commit_sha']}`: "
                      f"set `PLANKTON_MODEL_REVISION={pushed['commit_sha']}` to serve it.")
-        return session, text, *refresh(det, cls, session)
+        return session, text, *refresh(det, cls, session, which, current)
 
     def pick(evt: gr.SelectData):
         """Clicking a row picks its object."""
         row = evt.row_value or []
-        return int(row[0]) if row else gr.skip()
+        return str(int(row[0])) if row else gr.skip()
 
     table.select(pick, None, object_id, api_visibility="private", queue=False)
-    outs = [note, table, coco_btn]
-    tab.select(refresh, [ctx.det, ctx.cls, ctx.session], outs, api_name="ui_review", **FAST)
-    gr.on([ctx.det.change, ctx.cls.change], refresh_if_shown, [ctx.det, ctx.cls, ctx.session, ctx.shown_tab], outs,
+    outs = [note, table, coco_btn, object_id]
+    base = [ctx.det, ctx.cls, ctx.session, which]
+    tab.select(refresh, [*base, object_id], outs, api_name="ui_review", **FAST)
+    which.change(refresh, [*base, object_id], outs, api_name="ui_review_filter", **FAST)
+    gr.on([ctx.det.change, ctx.cls.change], refresh_if_shown, [*base, object_id, ctx.shown_tab], outs,
           api_name="ui_review_if_shown", trigger_mode="always_last", **FAST)
-    set_btn.click(on_set, [object_id, label, ctx.det, ctx.cls, ctx.session], [ctx.session, *outs], api_name="ui_correct",
-                  api_visibility="undocumented", concurrency_id="fast")
-    clear_btn.click(lambda *a: on_set(*a, clear=True), [object_id, label, ctx.det, ctx.cls, ctx.session], [ctx.session, *outs],
-                    api_name="ui_clear_correction", api_visibility="undocumented", concurrency_id="fast")
-    save_btn.click(on_save, [force, ctx.det, ctx.cls, ctx.session], [ctx.session, saved, *outs], api_name="ui_save_version",
-                   api_visibility="undocumented", concurrency_id="model", concurrency_limit=1)
+    fast = dict(api_visibility="undocumented", concurrency_id="fast")
+    follow(ctx, set_btn.click(on_set, [object_id, label, *base], [ctx.session, *outs], api_name="ui_correct", **fast))
+    follow(ctx, accept_btn.click(on_accept, [object_id, *base], [ctx.session, *outs], api_name="ui_accept", **fast))
+    follow(ctx, reject_btn.click(on_reject, [object_id, *base], [ctx.session, *outs], api_name="ui_reject", **fast))
+    follow(ctx, clear_btn.click(on_clear, [object_id, *base], [ctx.session, *outs], api_name="ui_clear_correction", **fast))
+    follow(ctx, undo_btn.click(on_undo, base, [ctx.session, *outs], api_name="ui_undo", **fast))
+    next_btn.click(on_next, [object_id, *base], outs, api_name="ui_next", **fast)
+    follow(ctx, save_btn.click(on_save, [force, *base, object_id], [ctx.session, saved, *outs], api_name="ui_save_version",
+                               api_visibility="undocumented", concurrency_id="model", concurrency_limit=1))

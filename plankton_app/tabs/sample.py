@@ -1,30 +1,74 @@
 """Sample: the optical scale and the volume imaged per frame turn the
 upload's objects into sizes and concentrations. The concentration table
 and the size distribution follow the sliders and the corrections, and
-download with the detections and an EcoTaxa import folder."""
+download with the detections, an EcoTaxa import folder and a Darwin Core
+Archive. The sample's id (new for each upload, editable) and its place
+and time go into those exports."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 
 import gradio as gr
 
 from plankton.measure import Sample, concentration_rows
+from plankton.samplemeta import SampleMeta, SampleMetaError, parse
 
 from .. import downloads, plots
-from . import FAST, Context, track
+from ..exports import default_sample_id
+from . import FAST, Context, follow, track
 
-CONC_HEADERS = ["species", "count", "volume (ml)", "cells per ml", "95% low", "95% high"]
-FILES = ["detections.csv", "concentration.csv", "counts.csv", "ecotaxa.zip"]
+CONC_HEADERS = ["species", "estimated cells per ml", "95% low", "95% high", "estimated objects", "counted objects", "counted cells per ml"]
+FILES = ["detections.csv", "concentration.csv", "counts.csv", "ecotaxa.zip", "dwca.zip"]
+LABELS = {"dwca.zip": "Darwin Core Archive"}
+PUBLISHED = ("ecotaxa.zip", "dwca.zip")  # not offered while the sample metadata is wrong
 
 
-def concentration_table(view, sample: Sample) -> list[list]:
+def upload_key(session) -> str:
+    """What tells one upload from the next: its frames' names and detections."""
+    return hashlib.sha1(json.dumps([(f.name, len(f.analysis.detections)) for f in session.frames]).encode()).hexdigest()
+
+
+def sample_meta(station, latitude, longitude, date, time, depth_min, depth_max) -> tuple[SampleMeta | None, list[str]]:
+    """The six fields → (SampleMeta, []) or (None, one line per bad field)."""
+    try:
+        return parse({"station": station or "", "latitude": latitude, "longitude": longitude, "date": (date or "").strip(),
+                      "time": (time or "").strip(), "depth_min": depth_min, "depth_max": depth_max}), []
+    except SampleMetaError as e:
+        return None, e.problems
+
+
+def number(text, what: str) -> float | None:
+    """A field's text → a number, None when empty; ValueError (one line) otherwise."""
+    text = str(text if text is not None else "").strip().replace(",", ".")
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{what}: {text!r} is not a number.") from None
+
+
+def concentration_table(view, sample: Sample, counter=None) -> list[list]:
+    """Rows for the table, the total first (where the eye lands). It leads
+    with the estimate (``quantify``: boxes weighed by how often such a box
+    is a real object, corrected for misses and look-alikes) and its 95%
+    interval; the raw count of boxes shown stands beside it. Without a count
+    calibration the estimate columns hold the raw count and its Poisson interval."""
     if view is None or sample.volume_ul is None:
         return []
-    return [[r["species"], r["count"], round(r["volume_ml"], 6), round(r["cells_per_ml"], 2), round(r["cells_per_ml_low"], 2),
-             round(r["cells_per_ml_high"], 2)] for r in concentration_rows(view.frames, sample)]
+    rows = concentration_rows(view.frames, sample, estimate=counter.estimate(view.frames) if counter is not None else None)
+    rows = [r for r in rows if r["species"] == "total"] + [r for r in rows if r["species"] != "total"]
+
+    def est(r, key, raw):
+        return round(r.get(key, r[raw]), 2)
+
+    return [[r["species"], est(r, "cells_per_ml_est", "cells_per_ml"), est(r, "cells_per_ml_est_low", "cells_per_ml_low"),
+             est(r, "cells_per_ml_est_high", "cells_per_ml_high"), est(r, "count_est", "count"), r["count"], round(r["cells_per_ml"], 2)] for r in rows]
 
 
-def note(session, view) -> str:
+def note(session, view, problems: list[str] = ()) -> str:
     if session is None or view is None or not session.frames:
         return "Upload frames in the Identify tab; their objects are counted and measured here."
     s = session.sample
@@ -36,6 +80,8 @@ def note(session, view) -> str:
     if session.corrections or session.earlier:
         parts.append(f"Counts use your corrections ({corrected} corrected object{'s' if corrected != 1 else ''} shown; "
                      "objects marked not plankton are left out).")
+    if problems:
+        parts.append("  \n⚠️ Fix the sample metadata for the EcoTaxa and Darwin Core downloads: " + " · ".join(problems))
     return " ".join(parts)
 
 
@@ -44,45 +90,76 @@ def build(ctx: Context) -> None:
     default_scale = (service.config.get("sample") or {}).get("um_per_px")
     with gr.Tab("Sample", id="sample") as tab:
         gr.Markdown("The optical scale turns boxes into sizes; the volume of sample in each frame turns counts into concentrations. "
-                    "Concentrations come with an exact 95% Poisson interval.")
+                    "Concentrations lead with the estimate of the cells present and its 95% interval (counting noise and the calibration's "
+                    "own uncertainty); the raw count of boxes shown stands beside it.")
         with gr.Row():
-            scale = gr.Number(default_scale, label="Scale (µm per pixel)", minimum=0, elem_id="um-per-px")
-            volume = gr.Number(None, label="Volume imaged per frame (µl)", minimum=0, elem_id="volume-ul")
+            # Textboxes, not gr.Number: Gradio's Number shows an empty value as 0, which reads as a real setting
+            scale = gr.Textbox(f"{default_scale:g}" if default_scale else "", label="Scale (µm per pixel)", placeholder="e.g. 0.8", elem_id="um-per-px")
+            volume = gr.Textbox("", label="Volume imaged per frame (µl)", placeholder="e.g. 0.1", elem_id="volume-ul")
+        with gr.Accordion("Sample id, place and time (for EcoTaxa and Darwin Core)", open=False):
+            with gr.Row():
+                sample_id = gr.Textbox("", label="Sample id (new for each upload; editable)", elem_id="sample-id")
+                station = gr.Textbox("", label="Station", elem_id="station")
+            with gr.Row():
+                meta_fields = [station,
+                               gr.Textbox("", label="Latitude (°N, decimal)", placeholder="-90 to 90", elem_id="latitude"),
+                               gr.Textbox("", label="Longitude (°E, decimal)", placeholder="-180 to 180", elem_id="longitude"),
+                               gr.Textbox("", label="Date (YYYY-MM-DD)", elem_id="sample-date"),
+                               gr.Textbox("", label="Time (HH:MM:SS, UTC)", elem_id="sample-time"),
+                               gr.Textbox("", label="Depth min (m)", elem_id="depth-min"),
+                               gr.Textbox("", label="Depth max (m)", elem_id="depth-max")]
+        shown_upload = gr.State(None)
         summary = gr.Markdown(note(None, None), elem_id="sample-note")
         table = gr.Dataframe(headers=CONC_HEADERS, interactive=False, label="Concentration (follows the sliders)", elem_id="concentration")
         sizes = gr.Plot(label="Size per species", elem_id="sizes")
         with gr.Row():
-            buttons = [gr.DownloadButton(f"⬇ {name}", value=None, interactive=False, size="sm") for name in FILES]
+            buttons = [gr.DownloadButton(f"⬇ {LABELS.get(name, name)}", value=None, interactive=False, size="sm") for name in FILES]
     track(tab, "sample", ctx)
 
-    def refresh(det, cls, session):
+    def refresh(det, cls, session, sid, key, *meta_values):
         if session is None or not session.frames:
-            return [note(None, None), [], None] + [gr.DownloadButton(value=None, interactive=False) for _ in FILES]
+            return [note(None, None), [], None] + [gr.DownloadButton(value=None, interactive=False) for _ in FILES] + [gr.skip(), key]
+        if upload_key(session) != key or not (sid or "").strip():  # a new upload is a new sample
+            sid, key = default_sample_id(), upload_key(session)
+        meta, problems = sample_meta(*meta_values)
+        for problem in problems:
+            gr.Warning(problem)
         view = service.refilter(session, det, cls)
-        files = service.sample_files(session, view)
+        files = service.sample_files(session, view, meta, sid.strip())
+        if problems:
+            files = {k: v for k, v in files.items() if k not in PUBLISHED}
         paths = dict(zip(files, downloads.write(files)))
         links = [gr.DownloadButton(value=paths.get(n), interactive=n in paths) for n in FILES]
-        return [note(session, view), concentration_table(view, session.sample), plots.size_figure(view, session.sample.um_per_px)] + links
+        return ([note(session, view, problems), concentration_table(view, session.sample, service.counter(view)), plots.size_figure(view, session.sample.um_per_px)]
+                + links + [sid, key])
 
-    def refresh_if_shown(det, cls, session, shown):
-        return refresh(det, cls, session) if shown == "sample" else [gr.skip()] * (3 + len(FILES))
+    def refresh_if_shown(det, cls, session, shown, sid, key, *meta_values):
+        return refresh(det, cls, session, sid, key, *meta_values) if shown == "sample" else [gr.skip()] * (5 + len(FILES))
 
-    def set_sample(um, ul, det, cls, session):
+    def set_sample(um, ul, session):
+        """Only the session's sample, at once: the slow part (tables, zips)
+        follows without writing the session, so a correction made meanwhile
+        in another tab is not overwritten by this event's older copy."""
         try:
-            sample = Sample(um or None, ul or None)
+            sample = Sample(number(um, "Scale"), number(ul, "Volume per frame"))
         except ValueError as e:
             gr.Warning(str(e))
-            return [session] + [gr.skip()] * (3 + len(FILES))
+            return gr.skip()
         if session is None:
             from ..session import Session
 
             session = Session()
-        session = dataclasses.replace(session, sample=sample)
-        return [session] + refresh(det, cls, session)
+        return dataclasses.replace(session, sample=sample)
 
-    outs = [summary, table, sizes, *buttons]
-    tab.select(refresh, [ctx.det, ctx.cls, ctx.session], outs, api_name="ui_sample", **FAST)
-    gr.on([ctx.det.change, ctx.cls.change], refresh_if_shown, [ctx.det, ctx.cls, ctx.session, ctx.shown_tab], outs,
+    outs = [summary, table, sizes, *buttons, sample_id, shown_upload]
+    ids = [sample_id, shown_upload, *meta_fields]
+    tab.select(refresh, [ctx.det, ctx.cls, ctx.session, *ids], outs, api_name="ui_sample", **FAST)
+    gr.on([ctx.det.change, ctx.cls.change], refresh_if_shown, [ctx.det, ctx.cls, ctx.session, ctx.shown_tab, *ids], outs,
           api_name="ui_sample_if_shown", trigger_mode="always_last", **FAST)
-    gr.on([scale.change, volume.change], set_sample, [scale, volume, ctx.det, ctx.cls, ctx.session], [ctx.session, *outs],
-          api_name="ui_set_sample", trigger_mode="always_last", **(FAST | {"queue": True}))
+    set_event = gr.on([scale.submit, scale.blur, volume.submit, volume.blur], set_sample, [scale, volume, ctx.session], ctx.session,
+                      api_name="ui_set_sample", trigger_mode="always_last", **(FAST | {"queue": True}))
+    redraw = set_event.then(refresh, [ctx.det, ctx.cls, ctx.session, *ids], outs, trigger_mode="always_last", **(FAST | {"queue": True}))
+    follow(ctx, redraw)  # and the Identify crops get their scale bars
+    # On submit or leaving a field, not on each keystroke: every refresh zips the crops again.
+    gr.on([c.submit for c in [sample_id, *meta_fields]] + [c.blur for c in [sample_id, *meta_fields]], refresh,
+          [ctx.det, ctx.cls, ctx.session, *ids], outs, api_name="ui_sample_meta", trigger_mode="always_last", **(FAST | {"queue": True}))

@@ -1,0 +1,64 @@
+"""The Sample tab's publishing downloads: an EcoTaxa import folder and a
+Darwin Core Archive of the upload at the current thresholds (corrections
+applied), named by the model's taxonomy and carrying the sample's id and
+metadata (docs/publishing.md)."""
+from __future__ import annotations
+
+import io
+import secrets
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+from plankton import __version__
+from plankton.dwca import Event, archive_files, zip_bytes
+from plankton.ecotaxa import EcotaxaExport, ExportInfo
+from plankton.exports import concentration_rows_from_csv, model_label
+from plankton.samplemeta import SampleMeta
+from plankton.taxonomy import Taxonomy, TaxonomyError, for_model
+
+PREFIX = "plankton_app_"
+
+
+def default_sample_id() -> str:
+    """Unique per upload, so two uploads never merge into one EcoTaxa
+    sample or one Darwin Core event: the UTC time and 4 random hex digits."""
+    return f"{PREFIX}{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}_{secrets.token_hex(2)}"
+
+
+def taxonomy(service) -> Taxonomy:
+    """The model's taxonomy.csv completed for its classes; derived from the
+    labels when it is missing or unusable (the problem is kept in
+    ``service.problems`` once)."""
+    try:
+        return for_model(service.folder, service.class_names)
+    except TaxonomyError as e:
+        if str(e) not in service.problems:
+            service.problems.append(str(e))
+        return Taxonomy()
+
+
+def ecotaxa_zip(service, session, view, meta: SampleMeta | None, sample_id: str) -> bytes:
+    """An EcoTaxa import folder (``plankton.ecotaxa``) of the view, zipped."""
+    info = ExportInfo(sample_id, session.sample.um_per_px, session.sample.volume_ul, f"plankton {__version__}",
+                      str(service.config.get("name") or ""), meta=meta, taxonomy=taxonomy(service), frames=len(view.frames))
+    with tempfile.TemporaryDirectory() as tmp:
+        export = EcotaxaExport(tmp, info)
+        for (fi, f), fr, ids in zip(enumerate(session.frames), view.frames, view.ids):
+            start = session.starts[fi]
+            export.add(fr, [f.computed.crops[k - start] for k in ids])
+        export.close()
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for p in sorted(Path(tmp).iterdir()):
+                zf.write(p, p.name)
+    return buf.getvalue()
+
+
+def dwca_zip(service, session, view, concentration_csv: str | None, meta: SampleMeta | None, sample_id: str) -> bytes:
+    """A Darwin Core Archive (``plankton.dwca``) of the view: one event, the
+    abundances of the concentration table shown beside it."""
+    rows = concentration_rows_from_csv(concentration_csv) if concentration_csv else None
+    event = Event(sample_id, list(view.frames), session.sample, meta or SampleMeta(), rows)
+    return zip_bytes(archive_files([event], taxonomy(service), model_label(service.config), f"plankton {__version__}"))
