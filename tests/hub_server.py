@@ -116,6 +116,12 @@ class HubError(Exception):
         self.status, self.message, self.code, self.headers, self.body = status, message, code, headers or {}, body or {}
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog is 5: huggingface_hub fetches a snapshot with 8 threads, and on a
+    # loaded 2-core machine a sixth connection was refused, so the client gave up and fell back
+    request_queue_size = 64
+
+
 class HubServer:
     """The server. ``token``: when set, writes (and reads of private repos)
     need ``Authorization: Bearer <token>``. ``read_tokens``: tokens that may
@@ -135,13 +141,13 @@ class HubServer:
         self.hang: str | None = None
         self.lock = threading.RLock()
         self.stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> "HubServer":
         handler = type("Handler", (_Handler,), {"hub": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _Server(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="hub-server")
         self._thread.start()
