@@ -60,9 +60,9 @@ def main() -> None:
             time.sleep(1)
             _save(page, "app_review.jpg")
             page.get_by_role("tab", name="Sample").click()
-            page.locator("#um-per-px input").fill("0.65")  # an example scale and volume, as in the README's command
-            page.locator("#volume-ul input").fill("0.1")
-            page.locator("#volume-ul input").press("Enter")
+            page.locator("#um-per-px :is(input, textarea)").fill("0.65")  # an example scale and volume, as in the README's command
+            page.locator("#volume-ul :is(input, textarea)").fill("0.1")
+            page.locator("#volume-ul :is(input, textarea)").press("Enter")
             page.wait_for_function("() => document.querySelector('#sample-note').innerText.includes('ml in all')")
             page.wait_for_selector("#sizes .js-plotly-plot")
             time.sleep(2)

@@ -26,6 +26,7 @@ from plankton.gallery import Exemplars
 from plankton.images import ImageError, read_image
 from plankton import palette
 from plankton.prototypes import Prototypes
+from plankton.quality import image_stats
 from plankton.results import NOT_PLANKTON, UNKNOWN
 from plankton.validation import FILE as VALIDATION_FILE
 from plankton.validation import ValidationSet
@@ -119,6 +120,7 @@ class Service(ValidationAnswers):
         layout = self.validation.place(analysis.embeddings) if self.validation is not None else None
         crops = [np.ascontiguousarray(object_crop(image, b)) for b in analysis.detections.xyxy]
         computed = Computed(analysis, np.ascontiguousarray(display), scale, layout, crops)
+        computed.stats = image_stats(image)  # while the full frame exists, as predict measures it (quality.csv)
         if key is not None:
             with self._cache_lock:
                 self._cache[key] = computed

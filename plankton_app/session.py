@@ -31,6 +31,7 @@ class Computed:
     layout: np.ndarray | None = None
     crops: list[np.ndarray] = field(default_factory=list)  # native-resolution object crops, for exports and thumbnails
     thumbs: dict = field(default_factory=dict, repr=False)  # (detection, µm per pixel) → (data URI, width, height)
+    stats: dict = field(default_factory=dict)  # plankton.quality.image_stats of the decoded frame (Sample: watch the frames)
 
 
 @dataclass

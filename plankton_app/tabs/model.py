@@ -9,7 +9,7 @@ import json
 import gradio as gr
 
 from .. import downloads, plots, render
-from . import FAST, Context, track
+from . import FAST, Context, compare_panel, track
 
 METRIC_HEADERS = ["species", "precision", "recall", "F1", "support", "threshold"]
 CONFUSION_HEADERS = ["true species", "answer", "objects", "share of the species"]
@@ -83,6 +83,7 @@ def build(ctx: Context) -> None:
         if service.metrics:
             with gr.Accordion("All stored metrics (metrics.json)", open=False):
                 gr.JSON(service.metrics)
+        compare_panel.build(ctx, tab)  # a second model version on this upload (issue 30)
     track(tab, "model", ctx)
 
     def refresh(cls, session):

@@ -20,7 +20,7 @@ from plankton.results import NOT_PLANKTON, UNKNOWN
 from .. import downloads, render
 from ..thumbs import img_html
 from ..uploads import InputError
-from . import FAST, Context, follow, track
+from . import FAST, Context, clusters, follow, track
 
 HEADERS = ["#", "frame", "crop", "answer", "similarity", "det. score", "top-3 candidates"]
 TYPES = ["number", "str", "html", "html", "number", "number", "str"]
@@ -117,6 +117,7 @@ def build(ctx: Context) -> None:
             force = gr.Checkbox(False, label="Save even if top-1 on the known species drops by more than 0.01")
             save_btn = gr.Button("Save as new model version")
             saved = gr.Markdown("")
+        named = clusters.build(ctx, tab)  # the unknown objects, grouped (issue 30)
     track(tab, "review", ctx)
 
     def view_of(det, cls, session):
@@ -252,6 +253,7 @@ def build(ctx: Context) -> None:
     outs = [note, table, coco_btn, object_id]
     base = [ctx.det, ctx.cls, ctx.session, which]
     tab.select(refresh, [*base, object_id], outs, api_name="ui_review", **FAST)
+    for ev in named: ev.then(refresh, [*base, object_id], outs, **FAST)  # noqa: E701 (a named cluster's objects leave "to review" at once)
     which.change(refresh, [*base, object_id], outs, api_name="ui_review_filter", **FAST)
     gr.on([ctx.det.change, ctx.cls.change], refresh_if_shown, [*base, object_id, ctx.shown_tab], outs,
           api_name="ui_review_if_shown", trigger_mode="always_last", **FAST)

@@ -15,7 +15,7 @@ import gradio as gr
 from plankton.measure import Sample, concentration_rows
 from plankton.samplemeta import SampleMeta, SampleMetaError, parse
 
-from .. import downloads, plots
+from .. import downloads, plots, quality_panel
 from ..exports import default_sample_id
 from . import FAST, Context, follow, track
 
@@ -61,11 +61,15 @@ def concentration_table(view, sample: Sample, counter=None) -> list[list]:
     rows = concentration_rows(view.frames, sample, estimate=counter.estimate(view.frames) if counter is not None else None)
     rows = [r for r in rows if r["species"] == "total"] + [r for r in rows if r["species"] != "total"]
 
-    def est(r, key, raw):
-        return round(r.get(key, r[raw]), 2)
+    def per_ml(v):  # a concentration's precision is its interval's, not two decimals of a cell
+        return float(f"{v:.3g}") if v == v else v
 
-    return [[r["species"], est(r, "cells_per_ml_est", "cells_per_ml"), est(r, "cells_per_ml_est_low", "cells_per_ml_low"),
-             est(r, "cells_per_ml_est_high", "cells_per_ml_high"), est(r, "count_est", "count"), r["count"], round(r["cells_per_ml"], 2)] for r in rows]
+    def est(r, key, raw):
+        return r.get(key, r[raw])
+
+    return [[r["species"], per_ml(est(r, "cells_per_ml_est", "cells_per_ml")), per_ml(est(r, "cells_per_ml_est_low", "cells_per_ml_low")),
+             per_ml(est(r, "cells_per_ml_est_high", "cells_per_ml_high")), round(est(r, "count_est", "count"), 1), r["count"],
+             per_ml(r["cells_per_ml"])] for r in rows]
 
 
 def note(session, view, problems: list[str] = ()) -> str:
@@ -114,6 +118,7 @@ def build(ctx: Context) -> None:
         sizes = gr.Plot(label="Size per species", elem_id="sizes")
         with gr.Row():
             buttons = [gr.DownloadButton(f"⬇ {LABELS.get(name, name)}", value=None, interactive=False, size="sm") for name in FILES]
+        quality_panel.build(ctx, tab)  # watch the frames (issue 30)
     track(tab, "sample", ctx)
 
     def refresh(det, cls, session, sid, key, *meta_values):
