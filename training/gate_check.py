@@ -3,7 +3,7 @@ it save? Issue 31's rule: it ships as the default only if validation
 recall and AP@0.5 stay within 0.005 of full-frame detection.
 
     python -m training.gate_check --model models/default \\
-        --coco ../shared/data/studycase/annotations.coco.json [--set margin=64 ...]
+        --coco PATH/TO/studycase/annotations.coco.json [--set margin=64 ...]
 
 Prints one table: on the training frames, the share of the detector's
 tile grid that is empty water and the share of GT boxes inside a window;
