@@ -39,8 +39,12 @@ def load_raw(path: str | Path) -> tuple[dict, list[str]]:
 
 
 def thresholds_of(config: dict, names: list[str]) -> np.ndarray:
-    ident = config["identifier"]
-    return np.array([(ident.get("class_thresholds") or {}).get(n, ident["threshold"]) for n in names], np.float32)
+    """C per-class thresholds at the model's default, by the rule the cascade applies (``Cascade.count_model``)."""
+    from plankton.identifier import IdentifierConfig
+    from plankton.prototypes import shifted_thresholds
+
+    ident = IdentifierConfig.from_dict(config["identifier"], config["embedder"]["backbone"])
+    return shifted_thresholds(ident.threshold, ident.offsets(names))
 
 
 def evidence_at(raw: dict, names: list[str], thresholds: np.ndarray, containment: float, method: str = "pcc", replicates: int = 200) -> CountEvidence:
