@@ -2,7 +2,7 @@
 
     python app.py                       # bundled model (or $PLANKTON_MODEL_DIR), http://127.0.0.1:7860
     python app.py --host 0.0.0.0 --port 7860
-    python -m plankton_app.bench        # time a slider change (no server)
+    python -m benchmarks.slider        # time a slider change (no server)
 
 This file only builds the pipeline, wires the tabs and launches; the app's
 logic is in ``plankton_app`` (``service`` without Gradio, ``tabs`` with it).
@@ -61,9 +61,9 @@ def create_app(service: Service | None = None) -> gr.Blocks:
         gr.Markdown(f"# Plankton identifier\nDetect and identify plankton in brightfield microscope frames. "
                     f"Model: **{info['name']}** ({info['source']}), {len(info['classes'])} species; objects unlike every known species are *unknown*.")
         with gr.Row(equal_height=True):
-            det = gr.Slider(det_min, 1.0, value=max(service.det_conf, det_min), step=0.01, label="Detector confidence",
+            det = gr.Slider(det_min, 1.0, value=max(service.det_conf, det_min), step=0.01, label="Detector confidence (det_conf)",
                             info="Show objects the detector is at least this sure of.", elem_id="det-slider")
-            cls = gr.Slider(0.0, 1.0, value=service.cls_conf, step=0.01, label="Identifier similarity",
+            cls = gr.Slider(0.0, 1.0, value=service.cls_conf, step=0.01, label="Similarity threshold (cls_conf)",
                             info="Below this similarity to every known species, an object is unknown "
                                  "(species with their own threshold move with it).", elem_id="cls-slider")
         ctx = Context(service, det, cls, gr.State(None, time_to_live=3 * 3600), gr.State("identify"))
@@ -88,7 +88,7 @@ def launch(demo: gr.Blocks, host: str | None = None, port: int | None = None, **
 def main(argv=None) -> int:
     import argparse
 
-    from plankton.manifest import ArtifactError
+    from plankton.artifact.manifest import ArtifactError
 
     p = argparse.ArgumentParser(description="Plankton identifier web app.")
     p.add_argument("--host", default=None, help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1)")

@@ -29,7 +29,7 @@ def decoders() -> dict:
     import torchvision.io as tio
     from PIL import Image
 
-    from plankton.gate import small_grey
+    from plankton.model.gate import small_grey
     from plankton.images import read_image
 
     def pil(b):

@@ -5,6 +5,6 @@
     python -m hub space ORG/NAME [--model-repo ORG/MODEL] [--model-revision REV] [--dry-run]  # deploy the demo Space (Spaces.md)
 
 This package is the command line; the work is in the library:
-plankton.publish (push, with plankton.card) and plankton.hub (pull).
+hub.publish (push, with plankton.artifact.card) and plankton.hub (pull).
 plankton never imports this package.
 """

@@ -1,5 +1,5 @@
 """``python -m hub push|card|space``: publish model artifacts and deploy the
-demo Space. The publishing itself is ``plankton.publish`` (the app uses it
+demo Space. The publishing itself is ``hub.publish`` (the app uses it
 too); the Space deploy is ``hub.space``.
 
     python -m hub push ARTIFACT_DIR --repo ORG/NAME [--revision BRANCH] [--tag vX.Y] [--private]
@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from plankton.publish import PushError, error_line, prepare, push_artifact
+from hub.publish import PushError, error_line, prepare, push_artifact
 
 from .space import add_parser as add_space_parser
 from .space import run as run_space

@@ -38,8 +38,8 @@ from pathlib import Path
 import yaml
 
 from plankton.hub import ENV_REPO, ENV_REVISION
-from plankton.manifest import ArtifactError, read_config
-from plankton.publish import REPO_ID, PushError, collect_files, error_line
+from plankton.artifact.manifest import ArtifactError, read_config
+from hub.publish import REPO_ID, PushError, collect_files, error_line
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE = ("app.py", "plankton_app", "plankton")  # the app, its package and the library; nothing else is code the Space runs

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .images import DEFAULT_MAX_PIXELS, ImageError, read_image
+from plankton.runtime import RUNTIMES
+from plankton.images import DEFAULT_MAX_PIXELS, ImageError, read_image
 
 EXIT_OK, EXIT_PARTIAL = 0, 2
-RUNTIME_CHOICES = ["auto", "torch", "onnx", "int8", "onnx-int8", "openvino-int8"]  # plankton.runtimes.RUNTIMES, without importing torch here
 
 
 def _err(msg: str) -> None:
@@ -37,7 +37,7 @@ def _model_source(args):
     cached copy), else the bundled model."""
     if args.model:
         return args.model, None
-    from .hub import resolve_model_from_env
+    from plankton.hub import resolve_model_from_env
 
     resolved = resolve_model_from_env(args.model_repo, args.model_revision)
     if resolved.repo_id and not getattr(args, "quiet", False):
@@ -50,21 +50,21 @@ def _model_dir(args):
 
 
 def _load_model(args):
-    from .artifact import load_artifact
+    from plankton.artifact.folder import load_artifact
 
     return load_artifact(_model_dir(args), device=args.device, runtime=args.runtime)
 
 
 def cmd_predict(args) -> int:
-    from .batch import options, run_local, settings, write_outputs
-    from .inputs import iter_items
-    from .journal import Journal
+    from plankton.run.batch import options, run_local, settings, write_outputs
+    from plankton.run.inputs import iter_items
+    from plankton.run.journal import Journal
 
     if args.engine == "local" and (args.ray_address or args.workers):
         _err("--ray-address and --workers need --engine ray")
         return EXIT_PARTIAL
     if args.engine == "ray":
-        from .ray_engine import require_ray
+        from plankton.run.ray_engine import require_ray
 
         try:
             require_ray()
@@ -72,7 +72,7 @@ def cmd_predict(args) -> int:
             _err(str(e))
             return EXIT_PARTIAL
     path, resolved = _model_source(args)
-    from .artifact import load_artifact
+    from plankton.artifact.folder import load_artifact
 
     cascade = load_artifact(path, device=args.device, runtime=args.runtime)
     cascade.detector.set_gate(args.gate)  # --no-gate: whole frames even where the model records a gate
@@ -85,7 +85,7 @@ def cmd_predict(args) -> int:
     except ValueError as e:
         _err(str(e))
         return EXIT_PARTIAL
-    from .exports import PublishInputError, publish_inputs
+    from plankton.sample.exports import PublishInputError, publish_inputs
 
     try:  # checked before the run: a typo in a coordinate should not cost an hour of frames
         meta, taxonomy = publish_inputs(args.sample_meta, args.taxonomy, path, cascade.class_names)
@@ -110,7 +110,7 @@ def cmd_predict(args) -> int:
 
     try:
         if args.engine == "ray":
-            from .ray_engine import RunStopped, run
+            from plankton.run.ray_engine import RunStopped, run
 
             # Workers load the very snapshot the driver resolved: a Hub commit, else the same folder.
             model = {"path": str(Path(path).resolve()), "repo": resolved.repo_id if resolved and resolved.commit else None,
@@ -128,12 +128,12 @@ def cmd_predict(args) -> int:
     try:
         counter = cascade.count_model(opts.det_conf, opts.cls_conf)
         write_outputs(out, frames, cascade.config.get("categories", []), args.annotate, sample, cascade.class_names, meta, counter=counter)
-        from .runfiles import write_run_files
+        from plankton.run.runfiles import write_run_files
 
         note = None if args.quiet else (lambda m: print(m, file=sys.stderr))  # informational: unprefixed, like "runtime:"
         drift = write_run_files(out, frames, cascade.path, note, (opts.det_conf, opts.cls_conf))
         if args.export:
-            from .exports import export
+            from plankton.sample.exports import export
 
             export(args.export, out, args.sample_id or out.resolve().name, args.paths, frames, sample, meta, taxonomy, cascade.config,
                    args.max_pixels, _err, args.quiet)
@@ -149,7 +149,7 @@ def cmd_predict(args) -> int:
         _err(drift)
     status = EXIT_PARTIAL if bad else EXIT_OK
     if getattr(args, "compare_model", None):
-        from .compare import with_second_model
+        from plankton.review.compare import with_second_model
 
         return max(status, with_second_model(args, cmd_predict, _err))
     return status
@@ -157,20 +157,20 @@ def cmd_predict(args) -> int:
 
 def _sample(args, config: dict):
     """The scale (flag, else the model's recorded one) and the volume per frame."""
-    from .measure import Sample
+    from plankton.sample.measure import Sample
 
     um = args.um_per_px if args.um_per_px is not None else (config.get("sample") or {}).get("um_per_px")
     return Sample(um, args.volume_ul)
 
 
 def cmd_enrol(args) -> int:
-    from .artifact import load_artifact
-    from .enrol import EnrolRefused, embed_corrections, enrol
-    from .files import sha256
-    from .data import CocoError
-    from .images import ImageError
+    from plankton.artifact.folder import load_artifact
+    from plankton.artifact.enrol import EnrolRefused, embed_corrections, enrol
+    from plankton.files import sha256
+    from plankton.coco import CocoError
+    from plankton.images import ImageError
 
-    from .taxonomy import TaxonomyError, read_csv
+    from plankton.artifact.taxonomy import TaxonomyError, read_csv
 
     try:
         taxonomy = read_csv(args.taxonomy) if args.taxonomy else None
@@ -202,10 +202,10 @@ def cmd_enrol(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from .files import atomic_write_text
-    from .data import CocoError, load_coco
-    from .results import Detections
-    from .writers import csv_text
+    from plankton.files import atomic_write_text
+    from plankton.coco import CocoError, load_coco
+    from plankton.results import Detections
+    from plankton.run.writers import csv_text
 
     try:
         ds = load_coco(args.coco, args.images, strict=False, check_files=False)
@@ -244,17 +244,17 @@ def cmd_classify(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .manifest import read_config
-    from .runtimes import auto_runtime
+    from plankton.artifact.manifest import read_config
+    from plankton.runtime.registry import auto_runtime
 
-    from .gallery import summary, summary_lines
+    from plankton.artifact.gallery import summary, summary_lines
 
     folder = _model_dir(args)
     cfg = read_config(folder)
     int8 = cfg.get("int8") or {}
     runtime = auto_runtime(folder, cfg) | {"int8_parity": {k: (int8.get("parity") or {}).get(k) for k in ("drop_vs_fp32", "passed")} if int8.get("route") else None}
     gallery = summary(folder)
-    from .exports import taxonomy_summary
+    from plankton.sample.exports import taxonomy_summary
 
     taxonomy, taxonomy_lines = taxonomy_summary(folder, cfg["prototypes"].get("names") or [])
     info = ({k: cfg.get(k) for k in ("name", "version", "created", "versions", "detector", "embedder", "identifier")}
@@ -269,7 +269,7 @@ def cmd_info(args) -> int:
              f"detector: {cfg['detector'].get('architecture')} at {cfg['detector'].get('imgsz')} px, candidates from score {cfg['detector'].get('conf')}",
              _counting_line(cfg.get("counting")),
              f"embedder: {cfg['embedder'].get('backbone')}, {cfg['embedder'].get('dim')}-d, crops {ident['crop']}",
-             f"identifier threshold: {ident.get('threshold')} (species with their own: {len(ident.get('class_thresholds') or {})}); matched to {matched}",
+             f"similarity threshold cls_conf: {ident.get('cls_conf', ident.get('threshold'))} (species with their own: {len(ident.get('class_thresholds') or {})}); matched to {matched}",
              f"species ({len(info['classes'])}): " + ", ".join(f"{n} [{ident['class_thresholds'][n]}]" if n in (ident.get("class_thresholds") or {}) else n
                                                             for n in info["classes"])]
     print("\n".join(lines + taxonomy_lines + (summary_lines(gallery) if gallery else [])))
@@ -308,9 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp):
         sp.add_argument("--out", required=True, help="output folder")
         model_args(sp)
-        sp.add_argument("--cls-conf", type=float, default=None, help="identifier similarity threshold (default: the model's)")
+        sp.add_argument("--cls-conf", type=float, default=None, help="cls_conf, the similarity threshold below which an object is unknown (default: the model's)")
         sp.add_argument("--device", default="cpu")
-        sp.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
+        sp.add_argument("--runtime", default="auto", choices=RUNTIMES,
                         help="auto: the model's INT8 files where their parity is recorded and the CPU has the kernels, else its ONNX files, else PyTorch")
         sp.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default %(default)s)")
         sp.add_argument("--quiet", action="store_true")
@@ -358,12 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--force", action="store_true", help="write it even if top-1 on the known species drops by more than --max-drop")
     en.add_argument("--max-drop", type=float, default=0.01, help="largest accepted drop of top-1 on the stored validation objects (default %(default)s)")
     en.add_argument("--taxonomy", default=None, metavar="FILE", help="class,scientific_name,rank,aphia_id CSV stored as the new version's taxonomy.csv")
-    en.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES)
+    en.add_argument("--runtime", default="auto", choices=RUNTIMES)
     en.add_argument("--quiet", action="store_true")
     en.set_defaults(func=cmd_enrol)
 
-    from .compare import add_parser as compare_parser
-    from .discover import add_parser as discover_parser
+    from plankton.review.compare import add_parser as compare_parser
+    from plankton.review.discover import add_parser as discover_parser
 
     discover_parser(sub, _err)
     compare_parser(sub, _err)
@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .manifest import ArtifactError
+    from plankton.artifact.manifest import ArtifactError
 
     try:
         return args.func(args)

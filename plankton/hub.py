@@ -4,26 +4,18 @@
     cascade = load_artifact(resolved.path)
     print(resolved.description)   # "Hub ORG/NAME@3f2a1c9 (v1.2)"
 
-Order of resolution:
-
-1. the configured revision (branch, tag or full commit sha) from the Hub,
-   resolved once, with every remote call bounded by ``timeout`` in total;
-   a full commit sha already in the local cache is used without any network
-   call (a commit never changes);
-2. the locally cached copy of that revision (``local_files_only``) when the
-   Hub is unreachable, slow, refuses the request or ``HF_HUB_OFFLINE=1``;
-3. the bundled default model.
-
-Every copy is checked against the sha256 checksums that config.json records
-for each file before it is returned; a copy that fails is refused (one
-line, naming the file) and the next source is tried. Only safetensors, JSON,
-PNG and CSV files are fetched, so nothing downloaded is ever unpickled.
+The revision (branch, tag or full commit sha) comes from the Hub, with all
+remote calls bounded by ``timeout`` together; else the cached copy of it
+(a cached full sha needs no network at all); else the bundled model. Every
+copy is checked against the sha256 checksums in its config.json first, and
+a copy that fails is refused in one line naming the file. Only safetensors,
+JSON, PNG, CSV, ONNX and OpenVINO files are fetched: nothing downloaded is
+ever unpickled.
 
 Environment: ``PLANKTON_MODEL_REPO``, ``PLANKTON_MODEL_REVISION``,
 ``PLANKTON_HUB_TIMEOUT`` (seconds) via :func:`resolve_model_from_env`;
-``HF_TOKEN`` / ``huggingface-cli login`` for private repos, ``HF_ENDPOINT``,
-``HF_HUB_CACHE``/``HF_HOME`` and ``HF_HUB_OFFLINE`` as huggingface_hub reads
-them. This module never logs or prints a token.
+``HF_TOKEN`` or the stored login, ``HF_ENDPOINT``, ``HF_HUB_CACHE``/``HF_HOME``
+and ``HF_HUB_OFFLINE`` as huggingface_hub reads them. No token is ever logged.
 """
 from __future__ import annotations
 
@@ -37,8 +29,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .files import atomic_write_text, sha256
-from .manifest import CONFIG, DEFAULT_MODEL_DIR, REQUIRED, ArtifactError, read_config
+from plankton.files import atomic_write_text, sha256
+from plankton.artifact.manifest import CONFIG, DEFAULT_MODEL_DIR, REQUIRED, ArtifactError, read_config
 
 log = logging.getLogger("plankton.hub")
 
@@ -79,12 +71,8 @@ def allowed(name: str) -> bool:
     return any(fnmatch.fnmatch(name, p) for p in ALLOW_PATTERNS)
 
 
-def _short(sha: str | None) -> str:
-    return (sha or "?")[:7]
-
-
 def _label(repo_id: str, commit: str | None, revision: str) -> str:
-    label = f"{repo_id}@{_short(commit)}"
+    label = f"{repo_id}@{(commit or '?')[:7]}"
     return label if commit is None or revision == commit else f"{label} ({revision})"
 
 
@@ -100,7 +88,7 @@ def _offline() -> bool:
 
 
 class _Deadline(Exception):
-    pass
+    """The Hub did not answer in time."""
 
 
 def _with_deadline(fn, seconds: float):
@@ -125,6 +113,22 @@ def _with_deadline(fn, seconds: float):
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def _fetch(call, timeout: float):
+    """``call()`` under one deadline. A connection dropped or refused midway
+    (a busy server, a flaky network) is tried once more in what is left."""
+    import httpx2
+
+    start = time.monotonic()
+    try:
+        return _with_deadline(call, timeout)
+    except (httpx2.ConnectError, httpx2.ReadError, httpx2.WriteError, httpx2.RemoteProtocolError) as e:
+        left = timeout - (time.monotonic() - start)
+        if left < 0.5:
+            raise
+        log.info("Hub connection lost (%s); trying once more", type(e).__name__)
+        return _with_deadline(call, left)
 
 
 def _reason(e: BaseException, timeout: float) -> str:
@@ -304,9 +308,7 @@ def resolve_model(
     else:
         start = time.monotonic()
         try:
-            path, commit = _with_deadline(
-                lambda: _snapshot(repo_id, revision, cache_dir, local_only=False, token=token, endpoint=endpoint, timeout=timeout), timeout
-            )
+            path, commit = _fetch(lambda: _snapshot(repo_id, revision, cache_dir, local_only=False, token=token, endpoint=endpoint, timeout=timeout), timeout)
         except HubModelError as e:
             problems.append(str(e))
         except Exception as e:  # network, HTTP or deadline: explained in one line
@@ -376,7 +378,7 @@ def load_resolved(repo_id: str | None = None, revision: str | None = None, *, de
     ResolvedModel). A Hub or cached copy that verifies but does not load
     (e.g. made by an incompatible plankton version) is dropped for the
     fallback model, with the reason in the description."""
-    from .artifact import load_artifact
+    from plankton.artifact.folder import load_artifact
 
     resolved = resolve_model_from_env(repo_id, revision, **kwargs)
     try:
@@ -391,4 +393,5 @@ def load_resolved(repo_id: str | None = None, revision: str | None = None, *, de
         return load_artifact(fb.path, device=device, runtime=runtime), fallback
 
 
-__all__ = ["ResolvedModel", "HubModelError", "resolve_model", "resolve_model_from_env", "fallback_model", "load_resolved", "verify_snapshot", "ALLOW_PATTERNS", "ENV_REPO", "ENV_REVISION", "ENV_TIMEOUT"]
+__all__ = ["ResolvedModel", "HubModelError", "resolve_model", "resolve_model_from_env", "fallback_model", "load_resolved",
+           "verify_snapshot", "ALLOW_PATTERNS", "ENV_REPO", "ENV_REVISION", "ENV_TIMEOUT"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .prototypes import class_thresholds, decide, shifted_thresholds
-from .results import UNKNOWN
+from plankton.model.prototypes import class_thresholds, decide, shifted_thresholds
+from plankton.results import UNKNOWN
 
 
 def predict_labels(similarity: np.ndarray, class_names: list[str], threshold) -> np.ndarray:

@@ -11,7 +11,7 @@ import hashlib
 
 import numpy as np
 
-from .results import NOT_PLANKTON, UNKNOWN
+from plankton.results import NOT_PLANKTON, UNKNOWN
 
 GREY = (150, 150, 150)  # unknown, always
 KELLY = [(0xF3, 0xC3, 0x00), (0x87, 0x56, 0x92), (0xF3, 0x84, 0x00), (0xA1, 0xCA, 0xF1), (0xBE, 0x00, 0x32), (0xC2, 0xB2, 0x80),
@@ -88,7 +88,7 @@ def look_alikes(prototypes, per_species: int = NEIGHBOURS) -> list[tuple[str, st
     """The model's closest species pairs (``gallery.closest_pairs``), most
     alike first: enough of them that each species has its ``per_species``
     nearest among them."""
-    from .gallery import closest_pairs
+    from plankton.artifact.gallery import closest_pairs
 
     n = sum(1 for x in prototypes.names if x != NOT_PLANKTON)
     return [(r["a"], r["b"]) for r in closest_pairs(prototypes, n * (n - 1) // 2)][: max(1, per_species * n)]

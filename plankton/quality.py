@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import UNKNOWN, FrameResult
+from plankton.results import UNKNOWN, FrameResult
 
 SCALE = 640
 RANGES_FILE = "frame_quality.json"

@@ -1,7 +1,7 @@
 """Crops for people to look at, not for the network: the object's own
 shape kept (a filament squeezed into a square and shrunk shows nothing),
 padded, and with a scale bar in µm when the scale is known. The
-embedder's crops (``plankton.crops``) are a different thing and do not
+embedder's crops (``plankton.model.crops``) are a different thing and do not
 change with these."""
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def contrast(image: np.ndarray, max_gain: float = 3.0) -> np.ndarray:
 
 
 def display_crop(crop: np.ndarray, long_side: int, um_per_px: float | None = None, stretch: bool = True) -> np.ndarray:
-    """A native-resolution crop (``plankton.ecotaxa.object_crop``: the box
+    """A native-resolution crop (``plankton.sample.ecotaxa.object_crop``: the box
     with padding) for display: longer side ``long_side``, aspect kept, and a
     scale bar when ``um_per_px`` (µm per pixel of the frame) is known.
     ``stretch``: spread its brightness over the full range (1% clipped each

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from plankton.metrics import per_class_table, predict_labels
-from plankton.prototypes import shifted_thresholds
+from plankton.model.prototypes import shifted_thresholds
 from plankton.results import NOT_PLANKTON, UNKNOWN
 
 from .session import Session

@@ -12,11 +12,11 @@ import zipfile
 from pathlib import Path
 
 from plankton import __version__
-from plankton.dwca import Event, archive_files, zip_bytes
-from plankton.ecotaxa import EcotaxaExport, ExportInfo
-from plankton.exports import concentration_rows_from_csv, model_label
-from plankton.samplemeta import SampleMeta
-from plankton.taxonomy import Taxonomy, TaxonomyError, for_model
+from plankton.sample.dwca import Event, archive_files, zip_bytes
+from plankton.sample.ecotaxa import EcotaxaExport, ExportInfo
+from plankton.sample.exports import concentration_rows_from_csv, model_label
+from plankton.sample.meta import SampleMeta
+from plankton.artifact.taxonomy import Taxonomy, TaxonomyError, for_model
 
 PREFIX = "plankton_app_"
 
@@ -40,7 +40,7 @@ def taxonomy(service) -> Taxonomy:
 
 
 def ecotaxa_zip(service, session, view, meta: SampleMeta | None, sample_id: str) -> bytes:
-    """An EcoTaxa import folder (``plankton.ecotaxa``) of the view, zipped."""
+    """An EcoTaxa import folder (``plankton.sample.ecotaxa``) of the view, zipped."""
     info = ExportInfo(sample_id, session.sample.um_per_px, session.sample.volume_ul, f"plankton {__version__}",
                       str(service.config.get("name") or ""), meta=meta, taxonomy=taxonomy(service), frames=len(view.frames))
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,7 +57,7 @@ def ecotaxa_zip(service, session, view, meta: SampleMeta | None, sample_id: str)
 
 
 def dwca_zip(service, session, view, concentration_csv: str | None, meta: SampleMeta | None, sample_id: str) -> bytes:
-    """A Darwin Core Archive (``plankton.dwca``) of the view: one event, the
+    """A Darwin Core Archive (``plankton.sample.dwca``) of the view: one event, the
     abundances of the concentration table shown beside it."""
     rows = concentration_rows_from_csv(concentration_csv) if concentration_csv else None
     event = Event(sample_id, list(view.frames), session.sample, meta or SampleMeta(), rows)

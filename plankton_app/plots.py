@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 
 from plankton.results import UNKNOWN
-from plankton.validation import ValidationSet
+from plankton.artifact.validation import ValidationSet
 
 from .render import rgb
 from .session import Session, View
@@ -111,7 +111,7 @@ def size_figure(view: View, um_per_px: float | None):
     longer side in pixels. Points are the objects, so small counts show."""
     import plotly.graph_objects as go
 
-    from plankton.measure import box_sizes_um
+    from plankton.sample.measure import box_sizes_um
 
     by_species: dict[str, list[float]] = {}
     for _, _, o in view.objects():

@@ -11,7 +11,7 @@ from PIL import Image
 
 from plankton.results import UNKNOWN, FrameResult
 from plankton.thumbs import contrast
-from plankton.writers import annotate, species_colour
+from plankton.run.writers import annotate, species_colour
 
 from .session import Session, View
 from .thumbs import data_uri, img_html

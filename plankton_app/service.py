@@ -18,19 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
-from plankton.cascade import Cascade
-from plankton.ecotaxa import object_crop
+from plankton.model.cascade import Cascade
+from plankton.sample.ecotaxa import object_crop
 from plankton.files import one_line
-from plankton.gallery import FILE as GALLERY_FILE
-from plankton.gallery import Exemplars
+from plankton.artifact.gallery import FILE as GALLERY_FILE
+from plankton.artifact.gallery import Exemplars
 from plankton.images import ImageError, read_image
 from plankton import palette
-from plankton.prototypes import Prototypes
+from plankton.model.prototypes import Prototypes
 from plankton.quality import image_stats
 from plankton.results import NOT_PLANKTON, UNKNOWN
-from plankton.validation import FILE as VALIDATION_FILE
-from plankton.validation import ValidationSet
-from plankton.writers import coco_results
+from plankton.artifact.validation import FILE as VALIDATION_FILE
+from plankton.artifact.validation import ValidationSet
+from plankton.run.writers import coco_results
 
 from . import render
 from .answers import ValidationAnswers
@@ -70,7 +70,7 @@ class Service(ValidationAnswers):
         runtime is "auto": ONNX Runtime where the artifact carries current
         ONNX files (same outputs, faster on the CPU)."""
         if folder is not None:
-            from plankton.artifact import load_artifact
+            from plankton.artifact.folder import load_artifact
 
             return cls(load_artifact(folder, device=device, runtime="auto"), f"--model {folder}")
         from plankton.hub import load_resolved
@@ -181,9 +181,8 @@ class Service(ValidationAnswers):
         frames, ids = [], []
         for i, off in enumerate(session.starts):
             a = session.analysis(i)
-            fr = a.resolve(det, cls, self.topk)
-            # FrameAnalysis.resolve keeps detections with score ≥ det_conf, in order
-            oid = off + np.flatnonzero(a.detections.score >= det)
+            fr, kept = a.resolve_indexed(det, cls, self.topk)
+            oid = off + kept
             if session.corrections:
                 pairs = [(k, o if k not in session.corrections else dataclasses.replace(o, species=session.corrections[k], corrected=True))
                          for k, o in zip(oid.tolist(), fr.objects)]
@@ -265,7 +264,7 @@ class Service(ValidationAnswers):
         (with a volume), an EcoTaxa import folder and a Darwin Core Archive,
         both zipped. ``meta``: the sample's place and time (SampleMeta);
         ``sample_id``: its id in the exports (default: a new unique one)."""
-        from plankton.writers import sample_tables
+        from plankton.run.writers import sample_tables
 
         from . import exports
 
@@ -280,10 +279,10 @@ class Service(ValidationAnswers):
     # ---- a new model version from the session's corrections
     def save_version(self, session: Session, folder: str | Path, force: bool = False):
         """Enrol the session's corrections into a child of the loaded model,
-        written to ``folder`` (``plankton.enrol``: refused when it costs the
+        written to ``folder`` (``plankton.artifact.enrol``: refused when it costs the
         existing species more than 0.01 top-1, unless ``force``). Returns
         (report, session now using the child's prototypes)."""
-        from plankton.enrol import enrol
+        from plankton.artifact.enrol import enrol
 
         corrections = session.all_corrections()
         if not corrections:
@@ -301,12 +300,12 @@ class Service(ValidationAnswers):
     def publish_version(self, folder: str | Path) -> dict | None:
         """Push a saved version to the Hub repo named by $PLANKTON_PUSH_REPO
         (branch $PLANKTON_PUSH_REVISION, default main) with
-        ``plankton.publish``, as ``python -m hub push`` does; None when no
+        ``hub.publish``, as ``python -m hub push`` does; None when no
         repo is configured. The token is huggingface_hub's (HF_TOKEN)."""
         repo = os.environ.get(PUSH_REPO_ENV, "").strip()
         if not repo:
             return None
-        from plankton.publish import push_artifact
+        from hub.publish import push_artifact
 
         endpoint = os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or None
         return push_artifact(folder, repo, revision=os.environ.get(PUSH_REVISION_ENV, "").strip() or None, endpoint=endpoint,

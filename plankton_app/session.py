@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from plankton.cascade import FrameAnalysis
-from plankton.measure import Sample
-from plankton.prototypes import Prototypes
+from plankton.model.cascade import FrameAnalysis
+from plankton.sample.measure import Sample
+from plankton.model.prototypes import Prototypes
 from plankton.results import NOT_PLANKTON, UNKNOWN, FrameResult
-from plankton.writers import CSV_COLUMNS, csv_text, detection_rows
+from plankton.run.writers import CSV_COLUMNS, csv_text, detection_rows
 
 from .uploads import InputError
 

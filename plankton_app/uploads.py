@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from plankton.files import one_line
-from plankton.inputs import member_problem
+from plankton.run.inputs import member_problem
 
 # Limits for untrusted uploads (each can be overridden by an environment variable).
 MAX_FRAMES = int(os.environ.get("PLANKTON_APP_MAX_FRAMES", 20))
@@ -35,7 +35,7 @@ class Source:
 
 def _member_problem(info: zipfile.ZipInfo) -> str | None:
     """Why a zip member is skipped ("" = silently), or None to read it: the
-    command line's rules (``plankton.inputs.member_problem``), and a word
+    command line's rules (``plankton.run.inputs.member_problem``), and a word
     for a person about members that are not images or are encrypted."""
     if info.is_dir():
         return ""

@@ -28,10 +28,10 @@ def add_app_files(folder: Path, n: int = 240, seed: int = 0) -> Path:
     the metrics move with the threshold; the layout is clusters on a circle."""
     from PIL import Image, ImageDraw
 
-    from plankton.manifest import read_config, write_manifest
+    from plankton.artifact.manifest import read_config, write_manifest
     from plankton.metrics import coverage_curve, per_class_table
-    from plankton.prototypes import Prototypes
-    from plankton.validation import ValidationSet
+    from plankton.model.prototypes import Prototypes
+    from plankton.artifact.validation import ValidationSet
 
     rng = np.random.default_rng(seed)
     protos = Prototypes.load(folder / "prototypes.safetensors")
@@ -62,7 +62,7 @@ def add_app_files(folder: Path, n: int = 240, seed: int = 0) -> Path:
             d.rectangle((20 + 35 * j, 20 + 35 * i, 52 + 35 * j, 52 + 35 * i), fill=(255 - v, 255 - v // 2, 255))
     im.save(folder / "confusion.png")
     # exemplars for the Species tab: the prototypes' support embeddings chosen per sub-centre, drawn as flat colours
-    from plankton.gallery import Exemplars, choose_exemplars
+    from plankton.artifact.gallery import Exemplars, choose_exemplars
 
     chosen, counts = choose_exemplars(protos, protos.support, protos.support_labels, 2)
     crops = np.zeros((*chosen.shape, 48, 48, 3), np.uint8)

@@ -13,9 +13,7 @@ os.environ.setdefault("YOLO_OFFLINE", "true")
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "plankton_app" / "examples"  # the app's example frames, with their ground truth
-FRAMES_COCO = EXAMPLES / "frames.coco.json"
+from repo_paths import EXAMPLES, FRAMES_COCO, REPO  # noqa: E402,F401  (after the environment is set)
 
 
 def make_random_artifact(folder: Path, seed: int = 0, backbone: str = "efficientnet_lite0", crop: int = 64) -> Path:
@@ -23,12 +21,12 @@ def make_random_artifact(folder: Path, seed: int = 0, backbone: str = "efficient
     640 px with a very low threshold (random weights score ~0.01), and
     prototypes for the species of the committed frames built from random
     embeddings."""
-    from plankton.artifact import save_artifact
-    from plankton.crops import CropConfig
-    from plankton.detector import DetectorConfig, build_detection_model
-    from plankton.embedder import EmbeddingNet
-    from plankton.identifier import IdentifierConfig
-    from plankton.prototypes import Prototypes
+    from plankton.artifact.folder import save_artifact
+    from plankton.model.crops import CropConfig
+    from plankton.model.detector import DetectorConfig, build_detection_model
+    from plankton.model.embedder import EmbeddingNet
+    from plankton.model.identifier import IdentifierConfig
+    from plankton.model.prototypes import Prototypes
 
     torch.manual_seed(seed)
     coco = json.loads(FRAMES_COCO.read_text())
@@ -42,7 +40,7 @@ def make_random_artifact(folder: Path, seed: int = 0, backbone: str = "efficient
         detector=build_detection_model("yolov8n.yaml"),
         detector_cfg=DetectorConfig(architecture="yolov8n.yaml", imgsz=640, conf=0.001),
         embedder=EmbeddingNet(backbone, 512).eval(),
-        identifier_cfg=IdentifierConfig.for_backbone(backbone, CropConfig(size=crop), threshold=0.0),
+        identifier_cfg=IdentifierConfig.for_backbone(backbone, CropConfig(size=crop), cls_conf=0.0),
         prototypes=protos,
         categories=coco["categories"],
         name="random-test-model",
@@ -56,14 +54,14 @@ def tiny_artifact(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_cascade(tiny_artifact):
-    from plankton.artifact import load_artifact
+    from plankton.artifact.folder import load_artifact
 
     return load_artifact(tiny_artifact)
 
 
 @pytest.fixture(scope="session")
 def frames_coco():
-    from plankton.data import load_coco
+    from plankton.coco import load_coco
 
     return load_coco(FRAMES_COCO)
 

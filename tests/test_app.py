@@ -6,7 +6,6 @@ import zipfile
 
 import pytest
 
-gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
@@ -166,7 +165,7 @@ def test_model_info_and_per_class(client):
 def test_species_tab_shows_subcentres_and_closest_pairs(client, server):
     """The Species tab: a species' sub-centres with their exemplars and
     crop counts (from exemplars.safetensors), and the closest pairs."""
-    from plankton.gallery import closest_pairs
+    from plankton.artifact.gallery import closest_pairs
 
     service = server.service
     name = service.class_names[0]

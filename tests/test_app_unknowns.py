@@ -64,7 +64,7 @@ def test_planted_unknowns_form_two_clusters_largest_first(service, planted):
 
 def test_naming_a_cluster_makes_corrections_enrol_accepts(service, planted, tmp_path):
     from plankton.cli import main
-    from plankton.manifest import read_config
+    from plankton.artifact.manifest import read_config
 
     first = _groups(service, planted)[0]
     with pytest.raises(InputError, match="Type a name"):
@@ -97,8 +97,7 @@ def test_not_plankton_on_a_cluster_leaves_the_counts(service, planted):
 
 @pytest.fixture(scope="module")
 def bundled():
-    if not (BUNDLED / "frame_quality.json").is_file():
-        pytest.skip("the bundled model has no frame_quality.json")
+    assert (BUNDLED / "frame_quality.json").is_file(), "the bundled model has no frame_quality.json (python -m training.frame_ranges)"
     return Service.load(BUNDLED)
 
 

@@ -1,4 +1,4 @@
-"""plankton.artifact: a model folder saves and loads to the same outputs, and
+"""plankton.artifact.folder: a model folder saves and loads to the same outputs, and
 every way of being broken is an ArtifactError naming the problem — without
 ever unpickling anything."""
 import copy
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from plankton.results import UNKNOWN, Detections
-from plankton.artifact import load_artifact, save_artifact
+from plankton.artifact.folder import load_artifact, save_artifact
 from plankton.files import sha256
-from plankton.manifest import (CONFIG, DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, FORMAT_VERSION, PROTOTYPES, REQUIRED, ArtifactError, read_config,
+from plankton.artifact.manifest import (CONFIG, DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, FORMAT_VERSION, PROTOTYPES, REQUIRED, ArtifactError, read_config,
                                write_manifest)
 
 
@@ -33,11 +33,11 @@ def edit_config(folder, change):
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory, frame):
     """In-memory models, the artifact saved from them, and a 640×360 frame with boxes."""
-    from plankton.crops import CropConfig
-    from plankton.detector import DetectorConfig, build_detection_model
-    from plankton.embedder import EmbeddingNet
-    from plankton.identifier import IdentifierConfig
-    from plankton.prototypes import Prototypes
+    from plankton.model.crops import CropConfig
+    from plankton.model.detector import DetectorConfig, build_detection_model
+    from plankton.model.embedder import EmbeddingNet
+    from plankton.model.identifier import IdentifierConfig
+    from plankton.model.prototypes import Prototypes
 
     torch.manual_seed(3)
     det_model = build_detection_model("yolov8n.yaml")
@@ -48,7 +48,7 @@ def saved(tmp_path_factory, frame):
     rng = np.random.default_rng(0)
     protos = Prototypes.build(rng.normal(size=(30, 64)), np.repeat(np.arange(3), 10), ["a", "b", "c"], k=2)
     parts = dict(detector=det_model, detector_cfg=DetectorConfig(architecture="yolov8n.yaml", imgsz=320, conf=0.001),
-                 embedder=embedder, identifier_cfg=IdentifierConfig.for_backbone("resnet18", CropConfig(size=32), threshold=0.1),
+                 embedder=embedder, identifier_cfg=IdentifierConfig.for_backbone("resnet18", CropConfig(size=32), cls_conf=0.1),
                  prototypes=protos)
     root = tmp_path_factory.mktemp("saved")
     folder = save_artifact(root / "m", **parts, name="round-trip")
@@ -57,8 +57,8 @@ def saved(tmp_path_factory, frame):
 
 
 def test_save_load_gives_the_same_outputs(saved):
-    from plankton.detector import Detector
-    from plankton.identifier import Identifier
+    from plankton.model.detector import Detector
+    from plankton.model.identifier import Identifier
 
     folder, root, image, gt = saved["folder"], saved["root"], saved["image"], saved["gt"]
     assert sorted(p.name for p in folder.iterdir()) == sorted([CONFIG, *REQUIRED, "taxonomy.csv"])
@@ -192,7 +192,7 @@ def test_class_thresholds_round_trip_and_apply(model_copy, frame):
     value = round(float(a.similarity[:, best[0]].max()) + 0.01, 4)  # no object of these boxes reaches it
     assert value < 0.95, "the random test model should not be this sure"
     strict = {names[best[0]]: value}
-    edit_config(model_copy, lambda c: c["identifier"].update(threshold=-1.0, class_thresholds=strict))
+    edit_config(model_copy, lambda c: c["identifier"].update(cls_conf=-1.0, class_thresholds=strict))
     loaded = load_artifact(model_copy)
     assert loaded.identifier.cfg.class_thresholds == strict
     b = loaded.analyse_boxes(image, Detections(gt[:6], np.ones(6)))

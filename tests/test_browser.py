@@ -26,7 +26,7 @@ ARTIFACTS = Path(os.environ.get("PLANKTON_TEST_ARTIFACTS") or Path(__file__).par
 
 if not CHROMIUM or not Path(CHROMIUM).is_file():
     pytest.skip("no Chromium on the PATH (apt-get install chromium, or set PLANKTON_CHROMIUM)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed (pip install playwright)")
+from playwright import sync_api  # noqa: E402  (pinned in requirements-test.txt)
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,7 @@ def strict_server(tiny_artifact, tmp_path_factory):
     """The app on a copy of the test model whose first species has its own
     threshold, STRICT above the global one (as the bundled model's
     Microcystis has +0.245): what used to pass 1 as the slider moved up."""
-    from plankton.manifest import read_config, write_manifest
+    from plankton.artifact.manifest import read_config, write_manifest
 
     folder = tmp_path_factory.mktemp("strict") / "model"
     shutil.copytree(app_artifact(tiny_artifact), folder)

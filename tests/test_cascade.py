@@ -1,12 +1,12 @@
-"""plankton.identifier and plankton.cascade on the committed frame with the
+"""plankton.model.identifier and plankton.model.cascade on the committed frame with the
 random-weight model: batching, thresholds applied after the models, results."""
 import dataclasses
 
 import numpy as np
 import pytest
 
-from plankton.cascade import Cascade, FrameAnalysis
-from plankton.identifier import Identifier, IdentifierConfig, to_tensor
+from plankton.model.cascade import Cascade, FrameAnalysis
+from plankton.model.identifier import Identifier, IdentifierConfig, to_tensor
 from plankton.results import UNKNOWN, Detections, FrameResult, ObjectResult
 
 
@@ -26,7 +26,7 @@ def gt_crops(tiny_cascade, frame):
 def fast(tiny_cascade):
     """The same models with a detector floor of 0.01: the random detector scores most
     boxes ~0.003 and a few ~0.012, so predictions at >= 0.01 embed few crops (CPU time)."""
-    from plankton.cascade import Cascade
+    from plankton.model.cascade import Cascade
 
     return Cascade(tiny_cascade.detector, tiny_cascade.identifier, det_floor=0.01)
 
@@ -71,7 +71,7 @@ def test_embed_boxes_is_crops_then_embed(tiny_cascade, frame, gt_crops):
 
 
 def test_identifier_refuses_prototypes_of_another_dim(tiny_cascade):
-    from plankton.prototypes import Prototypes
+    from plankton.model.prototypes import Prototypes
 
     p = Prototypes(["a"], np.eye(1, 8, dtype=np.float32), np.eye(1, 8, dtype=np.float32)[None])
     with pytest.raises(ValueError, match="8-d"):
@@ -106,8 +106,8 @@ def test_identifier_config_round_trip(tiny_cascade):
 def test_identifier_config_takes_normalisation_from_the_registry():
     """The backbone registry is the only source of mean and std: a config
     without them gets the registry's, one that disagrees is refused."""
-    from plankton.crops import CropConfig
-    from plankton.embedder import BACKBONES
+    from plankton.model.crops import CropConfig
+    from plankton.model.embedder import BACKBONES
 
     cfg = IdentifierConfig.for_backbone("resnet18", CropConfig(size=32))
     assert (cfg.mean, cfg.std) == (BACKBONES["resnet18"].mean, BACKBONES["resnet18"].std) != ((0.5,) * 3, (0.5,) * 3)

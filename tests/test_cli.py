@@ -201,8 +201,8 @@ def test_model_folder_with_a_missing_file(runs):
 
 
 def test_info(runs, tiny_artifact):
-    from plankton.gallery import closest_pairs
-    from plankton.prototypes import Prototypes
+    from plankton.artifact.gallery import closest_pairs
+    from plankton.model.prototypes import Prototypes
 
     r = runs[0]["info"]
     assert r.returncode == 0, r.stderr

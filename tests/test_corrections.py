@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from app_utils import FRAMES, app_artifact, app_server  # noqa: E402
-from conftest import EXAMPLES  # noqa: E402
+from repo_paths import EXAMPLES  # noqa: E402
 from hub_server import HubServer  # noqa: E402
 
 pytestmark = [pytest.mark.app, pytest.mark.slow]
@@ -53,7 +52,7 @@ def corrected(server, tmp_path_factory):
 
 def test_corrections_are_valid_coco_for_classify(corrected, tmp_path, server):
     from plankton.cli import main
-    from plankton.data import load_coco
+    from plankton.coco import load_coco
 
     ds = load_coco(corrected["path"], EXAMPLES / "frames")  # the frames under their uploaded names
     assert len(ds.boxes) == 3 and {c.name for c in ds.categories.values()} >= {NEW, "not plankton", corrected["known"]}
@@ -65,11 +64,11 @@ def test_corrections_are_valid_coco_for_classify(corrected, tmp_path, server):
 
 
 def test_enrol_cli_makes_a_child_that_names_the_corrections(corrected, server, tmp_path, capsys):
-    from plankton.artifact import load_artifact
+    from plankton.artifact.folder import load_artifact
     from plankton.cli import main
     from plankton.files import sha256
     from plankton.images import read_image
-    from plankton.manifest import read_config
+    from plankton.artifact.manifest import read_config
     from plankton.results import UNKNOWN, Detections
 
     parent = server.service.folder
@@ -94,8 +93,8 @@ def test_enrol_cli_makes_a_child_that_names_the_corrections(corrected, server, t
 def test_a_harmful_correction_set_is_refused(server, tmp_path):
     """Relabel most validation objects of one species as another: top-1 on
     the known species falls, and enrol refuses unless forced."""
-    from plankton.enrol import EnrolRefused, enrol
-    from plankton.validation import ValidationSet
+    from plankton.artifact.enrol import EnrolRefused, enrol
+    from plankton.artifact.validation import ValidationSet
 
     folder = server.service.folder
     v = ValidationSet.load(folder / "validation.safetensors")
@@ -113,7 +112,7 @@ def test_saved_version_is_published_and_pulled_back(corrected, server, tmp_path,
     from huggingface_hub import constants
 
     from plankton.hub import resolve_model
-    from plankton.manifest import read_config
+    from plankton.artifact.manifest import read_config
 
     service = server.service  # the client's corrections again, on the server side, as the Review tab's button has them
     session = service.analyse([FRAMES[0]])

@@ -1,9 +1,9 @@
-"""plankton.crops: the crop every model input goes through, on synthetic frames
+"""plankton.model.crops: the crop every model input goes through, on synthetic frames
 whose content is known pixel by pixel."""
 import numpy as np
 import pytest
 
-from plankton.crops import CropConfig, background_colour, extract_crops
+from plankton.model.crops import CropConfig, background_colour, extract_crops
 
 GREY = (200, 200, 200)
 RED = (255, 0, 0)
@@ -147,7 +147,7 @@ def test_huge_region_of_a_very_wide_frame_is_cropped_without_padding_it_at_full_
     """A box spanning a 200000×10 frame needs a 300000-px square region; it
     must not be allocated (about 270 GB), yet the frame's content must land
     in the middle band of the crop."""
-    from plankton.crops import CropConfig, extract_crops
+    from plankton.model.crops import CropConfig, extract_crops
 
     image = np.full((10, 200_000, 3), 200, np.uint8)
     image[:, :100_000] = 0  # left half dark

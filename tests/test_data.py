@@ -1,4 +1,4 @@
-"""plankton.data on synthetic COCO files and datasets built in tmp_path."""
+"""plankton.coco on synthetic COCO files and datasets built in tmp_path."""
 import json
 from collections import Counter, defaultdict
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from plankton.data import (Category, CocoBox, CocoDataset, CocoError, CocoImage, load_coco,
-                           split_frames, write_split)
+from plankton.coco import Category, CocoBox, CocoDataset, CocoError, CocoImage, load_coco
 from plankton.files import sha256
 from plankton.images import read_image
+from training.splits import split_frames, write_split
 
 
 def coco(images=None, annotations=None, categories=None):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plankton.artifact import load_artifact
-from plankton.manifest import DEFAULT_MODEL_DIR, read_config
+from plankton.artifact.folder import load_artifact
+from plankton.artifact.manifest import DEFAULT_MODEL_DIR, read_config
 from plankton.geometry import box_iou
 from plankton.images import read_image
 from plankton.results import Detections
@@ -89,8 +89,8 @@ def test_an_artifact_with_its_record_inline_still_loads_and_splits_on_write(tmp_
     import json
     import shutil
 
-    from plankton.artifact import load_artifact
-    from plankton.manifest import write_manifest
+    from plankton.artifact.folder import load_artifact
+    from plankton.artifact.manifest import write_manifest
 
     folder = tmp_path / "old"
     shutil.copytree(tiny_artifact, folder)

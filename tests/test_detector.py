@@ -1,9 +1,9 @@
-"""plankton.detector with a random-weight YOLOv8n (tiny_cascade): preprocessing,
+"""plankton.model.detector with a random-weight YOLOv8n (tiny_cascade): preprocessing,
 box scaling back to the frame, batching and tiled inference."""
 import numpy as np
 import pytest
 
-from plankton.detector import Detector, DetectorConfig, build_detection_model
+from plankton.model.detector import Detector, DetectorConfig, build_detection_model
 from plankton.results import Detections
 
 

@@ -15,13 +15,13 @@ from collections import Counter
 import pytest
 from dwca.read import DwCAReader
 
-from plankton.dwca import Event, archive_files, occurrences, write_archive
-from plankton.ecotaxa import EcotaxaExport, ExportInfo, check_folder
+from plankton.sample.dwca import Event, archive_files, occurrences, write_archive
+from plankton.sample.ecotaxa import EcotaxaExport, ExportInfo, check_folder
 from plankton.images import read_image
-from plankton.measure import Sample
+from plankton.sample.measure import Sample
 from plankton.results import UNKNOWN, Candidate, FrameResult, ObjectResult
-from plankton.samplemeta import SampleMeta
-from plankton.taxonomy import Taxon, Taxonomy, derive
+from plankton.sample.meta import SampleMeta
+from plankton.artifact.taxonomy import Taxon, Taxonomy, derive
 
 DWC, OBIS = "http://rs.tdwg.org/dwc/terms/", "http://rs.iobis.org/obis/terms/"
 META = SampleMeta("L4", 50.25, -4.217, "2024-05-14", "09:30:00", 0.0, 10.0)
@@ -183,7 +183,7 @@ def test_obis_checks_that_run_offline(tmp_path, truth):
     """pyobistools' checks that need no network (field presence, event and
     measurement ids). It is not in requirements-test.txt: it pins
     pandas<3 and pulls in cartopy and geopandas for its on-land check."""
-    pytest.importorskip("pyobistools")
+    pytest.importorskip("pyobistools", reason="pyobistools is not installed: .ci/run installs it with pip install --no-deps pyobistools==1.1.0")
     import pandas as pd
     from pyobistools.validation.check_eventids import check_eventids, check_extension_eventids
     from pyobistools.validation.check_fields import check_fields
@@ -208,7 +208,7 @@ def test_predict_exports_both_with_metadata(tiny_artifact, tmp_path):
     """`predict --export ecotaxa dwca --sample-meta`: concentration.csv keeps
     its columns and adds the metadata after them; both exports exist and
     agree on the sample; a bad metadata file stops before any frame."""
-    from conftest import EXAMPLES
+    from repo_paths import EXAMPLES
     from plankton.cli import main
 
     meta = tmp_path / "meta.json"
@@ -243,7 +243,7 @@ def test_the_app_exports_carry_the_sample_id_and_metadata(tiny_artifact):
     import re
 
     from app_utils import app_artifact
-    from conftest import EXAMPLES
+    from repo_paths import EXAMPLES
     from plankton_app.exports import default_sample_id
     from plankton_app.service import Service
     from plankton_app.tabs.sample import sample_meta

@@ -1,4 +1,4 @@
-"""plankton.embedder: every registered backbone, the packaged ImageNet weights,
+"""plankton.model.embedder: every registered backbone, the packaged ImageNet weights,
 local weight files, and the Sub-center ArcFace training head."""
 import pickle
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from plankton.embedder import BACKBONES, EmbeddingNet, SubCenterArcFace
+from plankton.model.embedder import BACKBONES, EmbeddingNet, SubCenterArcFace
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))

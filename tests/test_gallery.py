@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from plankton.gallery import Exemplars, choose_exemplars, closest_pairs, nearest_subcenter, subcenter_spread, summary, summary_lines
-from plankton.prototypes import Prototypes
+from plankton.artifact.gallery import Exemplars, choose_exemplars, closest_pairs, nearest_subcenter, subcenter_spread, summary, summary_lines
+from plankton.model.prototypes import Prototypes
 
 
 def _clusters(seed=0, n=40, D=16):

@@ -1,4 +1,4 @@
-"""The gate (plankton.gate): the cheap pass finds the committed example
+"""The gate (plankton.model.gate): the cheap pass finds the committed example
 frames' objects, finds nothing in empty water, and gated detection finds
 what full-frame detection finds. CPU only; no data outside the repo."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plankton.gate import GateConfig, blob_boxes, merge_windows, occupancy, small_grey, tile_occupancy, windows
+from plankton.model.gate import GateConfig, blob_boxes, merge_windows, occupancy, small_grey, tile_occupancy, windows
 from plankton.geometry import box_iou, tile_origins
 
 FORCED = GateConfig(max_share=2.0)  # never fall back to the full frame: exercise the windows
@@ -108,8 +108,8 @@ def test_gate_config_from_any():
 
 @pytest.fixture(scope="module")
 def bundled_detector():
-    from plankton.artifact import load_artifact
-    from plankton.manifest import DEFAULT_MODEL_DIR
+    from plankton.artifact.folder import load_artifact
+    from plankton.artifact.manifest import DEFAULT_MODEL_DIR
 
     return load_artifact(DEFAULT_MODEL_DIR, runtime="auto").detector
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import badinput
-from plankton.data import CocoError, load_coco
+from plankton.coco import CocoError, load_coco
 from plankton.images import ImageError, read_image
 
 pytestmark = pytest.mark.slow

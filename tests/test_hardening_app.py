@@ -12,7 +12,6 @@ import pytest
 
 import badinput
 
-gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
@@ -163,7 +162,7 @@ def _fail_on_wide(original):
 def test_out_of_memory_on_one_frame_skips_it(tiny_artifact, tmp_path, capsys, monkeypatch, server):
     from PIL import Image
 
-    from plankton.cascade import Cascade
+    from plankton.model.cascade import Cascade
     from plankton.cli import main
 
     wide, good = tmp_path / "very_wide.png", tmp_path / "good.png"

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from plankton.images import ImageError
-from plankton.inputs import expand, iter_items, plan, read
+from plankton.run.inputs import expand, iter_items, plan, read
 
 
 def _jpeg(seed: int = 0) -> bytes:

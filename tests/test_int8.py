@@ -4,7 +4,6 @@ may not), and INT8 against fp32 on the committed frames for the bundled
 model when it carries INT8 files. No timings are asserted here."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import warnings
@@ -12,14 +11,11 @@ import warnings
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime")
-
-from plankton.artifact import ArtifactError, load_artifact, read_config, write_manifest  # noqa: E402
-from plankton.quantized import (ONNXRUNTIME, OPENVINO, ROUTE_FILES, cpu_flags, cpu_problem, int8_isa, route_files, with_weights)  # noqa: E402
+from plankton.artifact.folder import ArtifactError, load_artifact, read_config, write_manifest
+from plankton.runtime.quantized import (ONNXRUNTIME, OPENVINO, ROUTE_FILES, cpu_flags, cpu_problem, int8_isa, route_files, with_weights)
 
 AVX2 = "fpu sse4_2 avx avx2 fma"
 VNNI = AVX2 + " avx512f avx512bw avx512_vnni"
-HAS_NNCF = all(importlib.util.find_spec(m) for m in ("openvino", "nncf"))
 
 
 def _cpuinfo(tmp_path, flags: str):
@@ -31,7 +27,7 @@ def _cpuinfo(tmp_path, flags: str):
 @pytest.fixture
 def avx2_cpu(tmp_path, monkeypatch):
     """The CPU check reads these flags instead of this machine's."""
-    monkeypatch.setattr("plankton.quantized.CPUINFO", _cpuinfo(tmp_path, AVX2))
+    monkeypatch.setattr("plankton.runtime.quantized.CPUINFO", _cpuinfo(tmp_path, AVX2))
 
 
 @pytest.fixture(scope="module")
@@ -153,10 +149,10 @@ def test_auto_falls_back_when_int8_files_are_stale(int8_artifact, tmp_path, avx2
 
 def test_auto_falls_back_on_a_cpu_without_the_kernels(int8_artifact, tmp_path, monkeypatch):
     folder = _copy(int8_artifact, tmp_path / "cpu", _passed)
-    monkeypatch.setattr("plankton.quantized.CPUINFO", _cpuinfo(tmp_path, "fpu sse4_2 avx"))
+    monkeypatch.setattr("plankton.runtime.quantized.CPUINFO", _cpuinfo(tmp_path, "fpu sse4_2 avx"))
     _falls_back(folder, "no AVX2")
     vnni = _copy(int8_artifact, tmp_path / "vnni", lambda c: (_passed(c), c["int8"]["cpu"].update(int8_isa="vnni")))
-    monkeypatch.setattr("plankton.quantized.CPUINFO", _cpuinfo(tmp_path, AVX2))
+    monkeypatch.setattr("plankton.runtime.quantized.CPUINFO", _cpuinfo(tmp_path, AVX2))
     _falls_back(vnni, "VNNI")
 
 
@@ -169,7 +165,6 @@ def test_info_says_which_runtime(int8_artifact, tmp_path, avx2_cpu, capsys):
     assert runtime["runtime"] == "onnx-int8" and runtime["int8_parity"]["passed"] is True
 
 
-@pytest.mark.skipif(not HAS_NNCF, reason="nncf (the OpenVINO route's quantizer) is not installed")
 def test_openvino_route_gives_drop_in_models(int8_artifact, tmp_path, avx2_cpu, frame, frames_coco):
     """The OpenVINO IR, shipped instead, loads without unpickling and runs in the cascade."""
     from training.quantize import quantize_artifact
@@ -195,7 +190,7 @@ def test_bench_compares_int8_with_fp32_in_one_run(int8_artifact, tmp_path, avx2_
 
     from PIL import Image
 
-    from plankton import bench
+    from benchmarks import speed as bench
 
     folder = _copy(int8_artifact, tmp_path / "bench", _passed)
     small = tmp_path / "small.jpg"
@@ -212,7 +207,7 @@ def test_bench_compares_int8_with_fp32_in_one_run(int8_artifact, tmp_path, avx2_
 
 
 def _bundled():
-    from plankton.manifest import DEFAULT_MODEL_DIR
+    from plankton.artifact.manifest import DEFAULT_MODEL_DIR
 
     config = read_config(DEFAULT_MODEL_DIR, check_files=False)
     return DEFAULT_MODEL_DIR, config
@@ -225,15 +220,15 @@ def test_bundled_int8_agrees_with_fp32_on_the_committed_frames(frames_coco):
     not objects are left out: they come and go with any change."""
     from plankton.geometry import box_iou
     from plankton.images import read_image
-    from plankton.runtimes import auto_runtime
+    from plankton.runtime.registry import auto_runtime
 
     folder, config = _bundled()
-    if not (config.get("int8") or {}).get("route"):
-        pytest.skip("the bundled model carries no INT8 files (python -m training.quantize models/default --data work/data)")
+    assert (config.get("int8") or {}).get("route") in ROUTE_FILES, "the bundled model carries no INT8 files"
+    cpu = cpu_problem(config["int8"])  # a CPU that may not run them (checked, as the runtime checks it), not a model that disagrees
+    if cpu is not None:
+        pytest.skip(f"this CPU may not run the bundled INT8 files: {cpu}")
     plan = auto_runtime(folder, config)
-    why = plan["why_not"].get("int8", "")
-    if "CPU" in why or "not installed" in why:  # a machine that cannot run them, not a model that disagrees
-        pytest.skip(f"the bundled INT8 files cannot run here: {why}")
+    assert "int8" not in plan["why_not"], plan["why_not"]
     fp32, int8 = load_artifact(folder, runtime="onnx"), load_artifact(folder, runtime="int8")
     found = same_box = same_species = objects = 0
     for i in sorted(frames_coco.images):

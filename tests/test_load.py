@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-gradio_client = pytest.importorskip("gradio_client")
-psutil = pytest.importorskip("psutil")
+import psutil
 from gradio_client import Client, handle_file  # noqa: E402
 
 from app_utils import FRAMES, app_artifact, app_server  # noqa: E402

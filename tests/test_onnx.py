@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
 
-from plankton.artifact import load_artifact  # noqa: E402
-from plankton.manifest import ArtifactError, read_config, write_manifest  # noqa: E402
-from plankton.onnx import DETECTOR_ONNX, EMBEDDER_ONNX, OrtDetectionModel, OrtEmbeddingModel, session_options  # noqa: E402
+from plankton.artifact.folder import load_artifact  # noqa: E402
+from plankton.artifact.manifest import ArtifactError, read_config, write_manifest  # noqa: E402
+from plankton.runtime.onnx import DETECTOR_ONNX, EMBEDDER_ONNX, OrtDetectionModel, OrtEmbeddingModel, session_options  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+
+from plankton.artifact.manifest import read_config
 
 REPO = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -69,7 +72,7 @@ def test_exact_pins_satisfy_the_declared_ranges():
 
 
 @pytest.mark.slow
-def test_wheel_holds_the_library_and_the_app_package(tmp_path):
+def test_wheel_holds_the_library_and_the_app_package(tmp_path, tiny_artifact):
     import shutil
 
     src = tmp_path / "src"  # setuptools builds in the source folder: build a copy, not the checkout
@@ -83,14 +86,24 @@ def test_wheel_holds_the_library_and_the_app_package(tmp_path):
     (wheel,) = tmp_path.glob("plankton-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"plankton", "plankton_app"}
-    assert "plankton/cli.py" in names and "plankton_app/tabs/identify.py" in names
+    assert {"plankton/cli.py", "plankton/model/cascade.py", "plankton/runtime/registry.py", "plankton/sample/quantify.py", "plankton/review/discover.py",
+            "plankton_app/tabs/identify.py"} <= set(names)
+    assert not any(n.startswith(("plankton/bench", "plankton/publish", "models/")) for n in names)
     assert "plankton_app/examples/frames.coco.json" in names and sum(n.startswith("plankton_app/examples/frames/") for n in names) == 3
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "plankton = plankton.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    # Installed, away from any checkout, the default model is the per-user copy.
+    site, data = tmp_path / "site", tmp_path / "data"
+    zipfile.ZipFile(wheel).extractall(site)
+    shutil.copytree(tiny_artifact, data / "plankton" / "models" / "default")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLANKTON_")} | {"PYTHONPATH": str(site), "XDG_DATA_HOME": str(data)}
+    out = subprocess.run([sys.executable, "-m", "plankton", "info", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["name"] == read_config(tiny_artifact, check_files=False)["name"]
 
 
-@pytest.mark.parametrize("module", ["plankton.writers", "plankton.hub", "plankton.manifest", "plankton.files", "plankton.measure",
-                                    "plankton.ecotaxa", "plankton.inputs", "plankton.publish", "plankton.gallery"])
+@pytest.mark.parametrize("module", ["plankton.run.writers", "plankton.hub", "plankton.artifact.manifest", "plankton.files", "plankton.sample.measure",
+                                    "plankton.sample.ecotaxa", "plankton.run.inputs", "hub.publish", "plankton.artifact.gallery"])
 def test_light_modules_do_not_import_torch(module):
     """Writing a CSV, checking a download or resolving a Hub path stays
     cheap: these modules never pull in torch, Ultralytics or scikit-learn."""
@@ -108,11 +121,17 @@ def test_library_never_imports_the_app_training_or_hub():
             assert not any(n.split(".")[0] in {"plankton_app", "training", "hub", "app"} for n in names), f"{path.name} imports {names}"
 
 
-def test_cli_runtime_choices_are_the_library_runtimes():
-    from plankton.cli import RUNTIME_CHOICES
-    from plankton.runtimes import RUNTIMES
+def test_runtime_names_are_one_list_that_needs_no_torch():
+    import plankton.cli
+    import plankton.runtime
+    import plankton.runtime.registry
+    from benchmarks import speed
 
-    assert set(RUNTIME_CHOICES) == set(RUNTIMES)
+    names = plankton.runtime.RUNTIMES
+    assert plankton.cli.RUNTIMES is names and plankton.runtime.registry.RUNTIMES is names and speed.RUNTIMES is names
+    probe = "import sys, plankton, plankton.cli; print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'gradio', 'ray', 'training', 'plankton_app', 'hub'}))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", f"import plankton and its command line pull in {out}"
 
 
 def _strings(obj, where=""):
@@ -159,6 +178,6 @@ def test_no_two_modules_import_each_other():
     modules = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
                for pkg in ("plankton", "plankton_app", "training", "hub") for p in (REPO / pkg).rglob("*.py")}
     deps = {m: _module_imports(p, m) & modules.keys() for m, p in modules.items()}
-    assert deps["plankton.artifact"] >= {"plankton.runtimes"}  # the walk sees lazy imports
+    assert deps["plankton.artifact.folder"] >= {"plankton.runtime.registry"}  # the walk sees lazy imports
     circles = sorted({tuple(sorted((a, b))) for a, ds in deps.items() for b in ds if b != a and a in deps[b]})
     assert not circles, circles

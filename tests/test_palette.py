@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from plankton import palette
-from plankton.gallery import closest_pairs
-from plankton.manifest import DEFAULT_MODEL_DIR, PROTOTYPES
-from plankton.prototypes import Prototypes
+from plankton.artifact.gallery import closest_pairs
+from plankton.artifact.manifest import DEFAULT_MODEL_DIR, PROTOTYPES
+from plankton.model.prototypes import Prototypes
 from plankton.results import UNKNOWN
-from plankton.writers import species_colour
+from plankton.run.writers import species_colour
 
 MIN_DELTA_E = 20.0  # CIEDE2000; two colours closer than this read as "the same red" on a busy frame
 

@@ -1,9 +1,9 @@
-"""plankton.prototypes: building, matching, enrolling, saving class prototypes,
+"""plankton.model.prototypes: building, matching, enrolling, saving class prototypes,
 on embeddings clustered around known orthogonal directions."""
 import numpy as np
 import pytest
 
-from plankton.prototypes import Prototypes, identify
+from plankton.model.prototypes import Prototypes, identify
 from plankton.results import UNKNOWN
 
 D = 32

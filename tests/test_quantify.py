@@ -11,7 +11,7 @@ import pytest
 
 from plankton.geometry import contained_share, fragments, match_boxes
 from plankton.metrics import bray_curtis
-from plankton.quantify import CountEvidence, bootstrap_weights, estimate_counts
+from plankton.sample.quantify import CountEvidence, bootstrap_weights, estimate_counts
 from plankton.results import UNKNOWN
 
 NAMES = ["a", "b", "c"]
@@ -130,7 +130,7 @@ def test_subset_frames_keeps_owners_pointing_at_their_objects():
 def test_calibration_pipeline_on_a_model(tmp_path, tiny_artifact):
     """count_evidence → calibrate_counts --apply → the model predicts with
     estimates: the real scripts, on the committed frames."""
-    from conftest import EXAMPLES, FRAMES_COCO
+    from repo_paths import EXAMPLES, FRAMES_COCO
     from plankton.cli import main as cli
     from training import calibrate_counts, count_evidence
 
@@ -152,7 +152,7 @@ def test_calibration_pipeline_on_a_model(tmp_path, tiny_artifact):
     dets = list(csv.DictReader(open(out / "detections.csv")))
     assert dets and all(0 <= float(r["p_object"]) <= 1 for r in dets)
     assert all(float(r["det_score"]) >= best["det_conf"] for r in dets)  # the counting point is the default
-    from plankton.artifact import load_artifact
+    from plankton.artifact.folder import load_artifact
     from training.evaluate import counting_report
 
     report = counting_report(load_artifact(model))
@@ -164,8 +164,8 @@ def test_calibration_pipeline_on_a_model(tmp_path, tiny_artifact):
 def test_the_bundled_model_counts_from_its_counting_point():
     """The bundled model's defaults: candidates from 0.05, counts from the
     counting point, estimates beside the raw counts."""
-    from plankton.artifact import load_artifact
-    from plankton.measure import Sample, concentration_rows
+    from plankton.artifact.folder import load_artifact
+    from plankton.sample.measure import Sample, concentration_rows
     from plankton.results import FrameResult, ObjectResult
 
     cascade = load_artifact()

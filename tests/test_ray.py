@@ -21,15 +21,13 @@ import tarfile
 import time
 import zipfile
 from argparse import Namespace
-from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from repo_paths import REPO
 
-needs_ray = pytest.mark.skipif(find_spec("ray") is None, reason="Ray is not installed (pip install -r requirements-scale.txt)")
 TIMEOUT = 400
 BAD = ("corrupt.jpg", "gone.jpg", "absent.jpg")  # a broken file, a manifest line naming nothing, an argument naming nothing
 GOOD = 9
@@ -107,7 +105,6 @@ def runs(inputs, tiny_artifact, tmp_path_factory):
 
 
 @pytest.mark.slow
-@needs_ray
 def test_same_output_as_the_local_engine(runs):
     (rc_local, _, local), (rc_ray, err_ray, ray_out) = runs["local"], runs["ray"]
     assert rc_local == 2 and rc_ray == 2, err_ray
@@ -126,7 +123,6 @@ def test_same_output_as_the_local_engine(runs):
 
 
 @pytest.mark.slow
-@needs_ray
 def test_bad_inputs_one_line_each(runs):
     for engine in ("local", "ray"):
         rc, err, _ = runs[engine]
@@ -152,13 +148,12 @@ def cluster():
 
 
 def _settings(cascade, det_conf: float) -> dict:
-    from plankton.batch import options, settings
+    from plankton.run.batch import options, settings
 
     return settings(cascade, options(cascade, Namespace(det_conf=det_conf, cls_conf=None, tile=None, max_pixels=None, annotate=False)))
 
 
 @pytest.mark.slow
-@needs_ray
 def test_resume_sends_no_journaled_frame(cluster, inputs, runs, tiny_artifact, tiny_cascade, tmp_path):
     """The journal has two frames whose files are gone: were they sent
     again, their workers would fail to read them."""
@@ -211,7 +206,6 @@ def _actors() -> list[int]:
 
 
 @pytest.mark.slow
-@needs_ray
 def test_killed_worker_is_retried(cluster, inputs, runs, tiny_artifact, tmp_path):
     """SIGKILL one of the two model actors once the first frame is in the
     journal: Ray restarts it and retries its block; every frame comes out

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import EXAMPLES, REPO
+from repo_paths import EXAMPLES, REPO
 
 pytestmark = pytest.mark.slow
 
@@ -70,22 +70,22 @@ def test_killed_run_resumes_without_duplicates(folder, tiny_artifact, tmp_path):
 
 
 def test_full_disk_while_writing_loses_nothing(folder, tiny_artifact, tmp_path, monkeypatch, capsys):
-    import plankton.writers
+    import plankton.run.writers
     from plankton.cli import main
 
-    real = plankton.writers.atomic_write_text
+    real = plankton.run.writers.atomic_write_text
 
     def full_disk(path, text):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     out = tmp_path / "out"
-    monkeypatch.setattr(plankton.writers, "atomic_write_text", full_disk)
+    monkeypatch.setattr(plankton.run.writers, "atomic_write_text", full_disk)
     assert main(_cmd(folder, out, tiny_artifact)[3:]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "No space left on device" in err[0] and "--resume" in err[0]
     assert sorted(p.name for p in out.iterdir()) == [".progress.jsonl"], "no partial results, no temporary files"
 
-    monkeypatch.setattr(plankton.writers, "atomic_write_text", real)
+    monkeypatch.setattr(plankton.run.writers, "atomic_write_text", real)
     assert main(_cmd(folder, out, tiny_artifact, "--resume")[3:]) == 0
     assert f"resuming: {N_FRAMES} frames already done" in capsys.readouterr().err
     assert Counter(r["image"] for r in _rows(out / "detections.csv")) and not (out / ".progress.jsonl").exists()

@@ -11,7 +11,7 @@ import pytest
 from app_utils import FRAMES, app_artifact
 from plankton.results import NOT_PLANKTON
 from plankton_app import render
-from plankton_app.bench import synthetic_session
+from benchmarks.slider import synthetic_session
 from plankton_app.service import Service
 from plankton_app.tabs import review
 from plankton_app.uploads import InputError
@@ -102,7 +102,7 @@ def test_unnameable_species_are_reported(service):
 
 def test_palette_in_use_is_the_models(service):
     from plankton import palette
-    from plankton.writers import species_colour
+    from plankton.run.writers import species_colour
 
     mapping = palette.for_prototypes(service.cascade.identifier.prototypes)
     assert all(species_colour(n) == c for n, c in mapping.items())  # boxes (annotate) and legend (render) share it
@@ -113,7 +113,7 @@ def test_palette_in_use_is_the_models(service):
 def test_concentration_total_first(service, synthetic):
     import dataclasses
 
-    from plankton.measure import Sample
+    from plankton.sample.measure import Sample
     from plankton_app.tabs.sample import concentration_table
 
     s = dataclasses.replace(synthetic, sample=Sample(0.5, 2.0))

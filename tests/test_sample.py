@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from plankton.ecotaxa import EcotaxaExport, ExportInfo, check_folder
-from plankton.measure import Sample, box_sizes_um, concentration_rows, counts_rows, poisson_interval, species_columns
+from plankton.sample.ecotaxa import EcotaxaExport, ExportInfo, check_folder
+from plankton.sample.measure import Sample, box_sizes_um, concentration_rows, counts_rows, poisson_interval, species_columns
 from plankton.results import UNKNOWN, Candidate, FrameResult, ObjectResult
-from plankton.writers import CSV_COLUMNS, csv_text, detection_rows, sample_tables
+from plankton.run.writers import CSV_COLUMNS, csv_text, detection_rows, sample_tables
 
 
 def obj(xyxy, species, sim=0.9, corrected=False):
@@ -145,7 +145,7 @@ def test_predict_writes_the_sample_report(tiny_artifact, tmp_path):
     frames: sizes in detections.csv, counts.csv totals equal to its rows,
     concentrations from those counts, and an EcoTaxa folder that passes
     the format check with one crop per object."""
-    from conftest import EXAMPLES
+    from repo_paths import EXAMPLES
     from plankton.cli import main
 
     out = tmp_path / "out"

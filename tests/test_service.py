@@ -12,7 +12,7 @@ import pytest
 from app_utils import FRAMES, NOVEL, app_artifact
 from plankton.results import UNKNOWN, Detections
 from plankton_app import plots, render
-from plankton_app.bench import synthetic_session
+from benchmarks.slider import synthetic_session
 from plankton_app.render import counts_html
 from plankton_app.service import Service
 from plankton_app.session import Session, parse_ids
@@ -205,7 +205,7 @@ def test_model_without_optional_files(tiny_cascade):
 
 
 def test_no_detections_is_not_an_error(service):
-    from plankton.cascade import FrameAnalysis
+    from plankton.model.cascade import FrameAnalysis
     from plankton_app.session import Computed, Frame
 
     empty = FrameAnalysis("", 64, 48, Detections.empty(), np.zeros((0, 512), np.float32), np.zeros((0, len(service.class_names)), np.float32),
@@ -296,8 +296,8 @@ def test_pixel_and_frame_caps(service, tmp_path, monkeypatch):
 
 def test_benchmark_function_runs(service):
     """The slider benchmark works (timing is reported, not asserted: see
-    ``python -m plankton_app.bench``)."""
-    from plankton_app.bench import benchmark_refilter
+    ``python -m benchmarks.slider``)."""
+    from benchmarks.slider import benchmark_refilter
 
     out = benchmark_refilter(service, np.full((540, 960, 3), 200, np.uint8), n_objects=20, repeats=3)
     assert out["objects"] == 20 and out["total"]["median_ms"] > 0

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plankton.cascade import FrameAnalysis
-from plankton.identifier import IdentifierConfig
-from plankton.manifest import DEFAULT_MODEL_DIR, read_config
+from plankton.model.cascade import FrameAnalysis
+from plankton.model.identifier import IdentifierConfig
+from plankton.artifact.manifest import DEFAULT_MODEL_DIR, read_config
 from plankton.metrics import coverage_curve
-from plankton.prototypes import SHIFT_KNEE, shifted_thresholds
+from plankton.model.prototypes import SHIFT_KNEE, shifted_thresholds
 from plankton.results import Detections
 
 
@@ -27,8 +27,8 @@ def test_the_default_is_unchanged(bundled):
     old ``global + offset`` exactly (float32), i.e. its configured value."""
     ident, names = bundled
     off = ident.offsets(names)
-    old = ident.threshold + off  # the rule before issue 28
-    new = shifted_thresholds(ident.threshold, off)
+    old = ident.cls_conf + off  # the rule before issue 28
+    new = shifted_thresholds(ident.cls_conf, off)
     assert new.dtype == np.float32 and np.array_equal(new, old)
     own = {n: t for n, t in zip(names, new) if n in ident.class_thresholds}
     assert own and all(abs(float(t) - ident.class_thresholds[n]) < 1e-6 for n, t in own.items())
@@ -47,7 +47,7 @@ def test_no_threshold_passes_1_at_any_slider_position(bundled):
     assert np.array_equal(table[:, plain], np.repeat(grid[:, None], plain.sum(), 1).astype(np.float32))  # the global one is the slider
     # the issue's example: Oscillatoria at a global 0.85 was 1.013 under the plain sum
     osc = names.index("Oscillatoria sp")
-    assert ident.threshold + off[osc] + (0.85 - ident.threshold) > 1.0
+    assert ident.cls_conf + off[osc] + (0.85 - ident.cls_conf) > 1.0
     assert SHIFT_KNEE < shifted_thresholds(0.85, off)[osc] < 1.0
 
 

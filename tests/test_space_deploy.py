@@ -38,7 +38,7 @@ def hub_settings(hf_constants):
 def _renamed(base: Path, dest: Path, name: str) -> Path:
     """A copy of an artifact under another name (so config.json, and only it, differs). At most 20
     detections a frame: the random detector's 300 would make the app's warm-up embed 300 crops."""
-    from plankton.manifest import read_config, write_manifest
+    from plankton.artifact.manifest import read_config, write_manifest
 
     folder = Path(shutil.copytree(base, dest))
     config = read_config(folder, check_files=False)
@@ -63,7 +63,7 @@ def bundle(tiny_artifact, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def models(hub, tiny_artifact, tmp_path_factory) -> dict:
     """MODEL: v1.0 then v2.0 on main; PRIVATE_MODEL: v1.0. Returns the commit shas."""
-    from plankton.publish import push_artifact
+    from hub.publish import push_artifact
 
     tmp = tmp_path_factory.mktemp("models")
     v1, v2 = _renamed(tiny_artifact, tmp / "v1", "hub-model-v1"), _renamed(tiny_artifact, tmp / "v2", "hub-model-v2")

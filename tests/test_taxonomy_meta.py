@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from plankton.samplemeta import SampleMeta, SampleMetaError, parse, parse_text
-from plankton.taxonomy import FILE, Taxon, Taxonomy, TaxonomyError, derive, for_model, parse_csv, store
+from plankton.sample.meta import SampleMeta, SampleMetaError, parse, parse_text
+from plankton.artifact.taxonomy import FILE, Taxon, Taxonomy, TaxonomyError, derive, for_model, parse_csv, store
 
 # ---- taxonomy
 
@@ -40,7 +40,7 @@ def test_a_genus_answer_takes_the_table_genus_row():
 
 
 def test_csv_round_trip_of_the_bundled_model_classes():
-    from conftest import REPO
+    from repo_paths import REPO
 
     names = json.loads((REPO / "models" / "default" / "config.json").read_text())["prototypes"]["names"]
     table = Taxonomy.derived(names + ["not plankton"])
@@ -83,7 +83,7 @@ def test_every_bad_row_is_listed():
 
 
 def test_the_artifact_stores_its_taxonomy(tiny_artifact, tmp_path):
-    from plankton.manifest import read_config
+    from plankton.artifact.manifest import read_config
 
     config = read_config(tiny_artifact)  # checksums checked, taxonomy.csv included
     assert FILE in config["files"]
@@ -100,8 +100,8 @@ def test_the_artifact_stores_its_taxonomy(tiny_artifact, tmp_path):
 
 
 def test_enrol_stores_the_given_taxonomy_and_names_new_species(tiny_artifact, tmp_path):
-    from plankton.enrol import enrol
-    from plankton.manifest import read_config
+    from plankton.artifact.enrol import enrol
+    from plankton.artifact.manifest import read_config
 
     emb = np.random.default_rng(0).normal(size=(3, 512)).astype(np.float32)
     given = parse_csv(HEADER + "Chlorella sp,Chlorella,genus,999999003\n")

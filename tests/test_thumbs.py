@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from plankton.ecotaxa import object_crop
+from plankton.sample.ecotaxa import object_crop
 from plankton.thumbs import display_crop, fit, letterbox, scale_bar
 
 
@@ -31,7 +31,7 @@ def test_filament_crop_shows_the_filament():
 def test_the_square_embedder_window_loses_it():
     """Why display crops exist: the same filament squeezed through a square
     window at thumbnail size is a faint line of about one pixel."""
-    from plankton.crops import CropConfig, extract_crops
+    from plankton.model.crops import CropConfig, extract_crops
 
     frame, box = _filament_frame()
     square = extract_crops(frame, np.array([box], np.float32), CropConfig(size=48))[0]

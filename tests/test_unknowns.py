@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
-from conftest import EXAMPLES, REPO
+from repo_paths import EXAMPLES, REPO
 
 MODEL = REPO / "models" / "default"
 FRAMES = sorted((EXAMPLES / "frames").glob("*.jpg"))
@@ -47,7 +47,7 @@ def runs(tmp_path_factory):
 
 
 def test_embeddings_follow_detections(runs):
-    from plankton.runfiles import read_run
+    from plankton.run.runfiles import read_run
 
     det = rows(runs / "a" / "detections.csv")
     run = read_run(runs / "a")
@@ -71,9 +71,9 @@ def test_embeddings_follow_detections(runs):
 
 def test_embeddings_equal_a_fresh_embedding(runs):
     """The kept embedding is the one the embedder makes for that box."""
-    from plankton.artifact import load_artifact
+    from plankton.artifact.folder import load_artifact
     from plankton.images import read_image
-    from plankton.runfiles import read_run
+    from plankton.run.runfiles import read_run
 
     run = read_run(runs / "a")
     cascade = load_artifact(MODEL)
@@ -85,7 +85,7 @@ def test_embeddings_equal_a_fresh_embedding(runs):
 
 
 def test_journal_keeps_embeddings_and_stats():
-    from plankton.journal import frame_from_dict, frame_to_dict
+    from plankton.run.journal import frame_from_dict, frame_to_dict
     from plankton.results import Candidate, FrameResult, ObjectResult
 
     e = np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32)
@@ -102,9 +102,9 @@ def test_journal_keeps_embeddings_and_stats():
 def test_resumed_run_writes_the_same_files(runs, tmp_path, monkeypatch, capsys):
     """Killed after one frame, then resumed: the embeddings and quality
     rows of the journaled frame are the ones a clean run writes."""
-    import plankton.batch
+    import plankton.run.batch
 
-    real, calls = plankton.batch.run_item, []
+    real, calls = plankton.run.batch.run_item, []
 
     def dies_on_the_second(*a, **k):
         calls.append(1)
@@ -112,10 +112,10 @@ def test_resumed_run_writes_the_same_files(runs, tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(plankton.batch, "run_item", dies_on_the_second)
+    monkeypatch.setattr(plankton.run.batch, "run_item", dies_on_the_second)
     out = tmp_path / "resumed"
     assert predict(capsys, EXAMPLES / "frames", "--out", out, "--model", MODEL, "--quiet")[0] == 130
-    monkeypatch.setattr(plankton.batch, "run_item", real)
+    monkeypatch.setattr(plankton.run.batch, "run_item", real)
     rc, err = predict(capsys, EXAMPLES / "frames", "--out", out, "--model", MODEL, "--quiet", "--resume")
     assert rc == 0 and "1 frames already done" in err, err
     for name in ("detections.csv", "quality.csv", "embeddings.safetensors"):
@@ -126,7 +126,7 @@ def test_resumed_run_writes_the_same_files(runs, tmp_path, monkeypatch, capsys):
 
 
 def test_training_ranges_are_in_the_bundled_model():
-    from plankton.manifest import read_config
+    from plankton.artifact.manifest import read_config
     from plankton.quality import SIDES, load_ranges
 
     ranges, why = load_ranges(MODEL)
@@ -171,7 +171,7 @@ def test_model_without_ranges_says_so_once(tiny_artifact, tmp_path, capsys):
     assert [line for line in err.splitlines() if "quality" in line] == ["quality: quality.csv has no flags: the model has no frame_quality.json"]
     q = rows(tmp_path / "out" / "quality.csv")
     assert len(q) == 1 and q[0]["flags"] == "" and float(q[0]["focus"]) > 0
-    from plankton.runfiles import read_run
+    from plankton.run.runfiles import read_run
 
     assert read_run(tmp_path / "out").embeddings.shape[0] == len(rows(tmp_path / "out" / "detections.csv"))
 
@@ -185,9 +185,9 @@ def planted_run(folder: Path, per_species: int = 15) -> dict[tuple, str]:
     over the example frames; returns {(image, x1, y1): true species}."""
     from safetensors import safe_open
 
-    from plankton.batch import write_outputs
+    from plankton.run.batch import write_outputs
     from plankton.results import Candidate, FrameResult, ObjectResult
-    from plankton.runfiles import write_run_files
+    from plankton.run.runfiles import write_run_files
 
     with safe_open(str(MODEL / "validation.safetensors"), "np") as f:
         names = np.array(json.loads(f.metadata()["true_names"]))
@@ -304,8 +304,8 @@ def test_a_stricter_threshold_only_adds_unknowns(runs, tmp_path, capsys):
 
 
 def test_estimated_counts_and_their_intervals(tmp_path):
-    from plankton.compare import count_rows
-    from plankton.runfiles import Run
+    from plankton.review.compare import count_rows
+    from plankton.run.runfiles import Run
 
     def run(name, species, est):
         folder = tmp_path / name
@@ -342,7 +342,7 @@ def test_contact_sheets_from_frames_in_an_archive(tmp_path, capsys):
 
 def test_named_clusters_become_corrections_enrol_accepts(tmp_path, capsys):
     from plankton.cli import main
-    from plankton.manifest import read_config
+    from plankton.artifact.manifest import read_config
 
     planted_run(tmp_path / "run")
     d = tmp_path / "d"

@@ -1,4 +1,4 @@
-"""plankton.writers on hand-made FrameResults: CSV, COCO results and annotated
+"""plankton.run.writers on hand-made FrameResults: CSV, COCO results and annotated
 images, written atomically."""
 import csv
 import json
@@ -9,7 +9,7 @@ from PIL import Image
 
 from plankton.files import atomic_write_text
 from plankton.results import UNKNOWN, Candidate, FrameResult, ObjectResult
-from plankton.writers import (CSV_COLUMNS, annotate, coco_results, detection_rows, save_annotated,
+from plankton.run.writers import (CSV_COLUMNS, annotate, coco_results, detection_rows, save_annotated,
                               species_colour, write_coco, write_detections_csv)
 
 CATEGORIES = [{"id": 3, "name": "Ceratium sp"}, {"id": 7, "name": "Noctiluca sp"}, {"id": 9, "name": "Never seen"}]

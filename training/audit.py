@@ -12,7 +12,8 @@ import argparse
 import os
 from pathlib import Path
 
-from plankton.crops import CropConfig
+from .args import coco_arg
+from plankton.model.crops import CropConfig
 from plankton.files import atomic_write_text
 
 from .audit_data import WARNING_KINDS, AuditError, pick_examples, read_coco_json, scan_frames, statistics, survey_coco
@@ -85,7 +86,7 @@ def main(argv=None) -> dict:
     from .common import setup
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--coco", required=True, help="COCO annotation file")
+    coco_arg(p)
     p.add_argument("--images", default=None, help="image root (default: the COCO file's folder)")
     p.add_argument("--um-per-px", type=float, default=None, help="scale: box sizes shown in µm instead of pixels")
     p.add_argument("--min-stride", type=float, default=8.0,

@@ -2,7 +2,7 @@
 the COCO file read as it is, its counts and box sizes, its frames read from
 disk, and a warning for each problem, naming what it found.
 
-The file is parsed here rather than with ``plankton.data.load_coco``, because
+The file is parsed here rather than with ``plankton.coco.load_coco``, because
 ``load_coco`` drops what it cannot use (both entries of a duplicate image id,
 for one) and the audit must describe what the file holds, problems included.
 """
@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from plankton import data
-from plankton.crops import CropConfig, extract_crops
+from plankton import coco as data
+from plankton.model.crops import CropConfig, extract_crops
 from plankton.images import ImageError, read_image
 
 # key → heading in the report; the order is the report's
@@ -47,7 +47,7 @@ class AuditError(ValueError):
 
 
 def read_coco_json(path: str | os.PathLike) -> tuple[dict, str]:
-    """The COCO document and the sha256 of its bytes (``plankton.data``'s reader)."""
+    """The COCO document and the sha256 of its bytes (``plankton.coco``'s reader)."""
     try:
         doc, raw = data.read_coco_json(path)
     except data.CocoError as e:

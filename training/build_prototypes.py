@@ -21,14 +21,15 @@ import numpy as np
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from plankton.artifact import save_artifact
-from plankton.crops import CropConfig, size_features
-from plankton.data import read_coco_json
-from plankton.detector import DetectorConfig, build_detection_model
-from plankton.embedder import EmbeddingNet
+from .args import seed_arg
+from plankton.artifact.folder import save_artifact
+from plankton.model.crops import CropConfig, size_features
+from plankton.coco import read_coco_json
+from plankton.model.detector import DetectorConfig, build_detection_model
+from plankton.model.embedder import EmbeddingNet
 from plankton.files import portable
-from plankton.identifier import Identifier, IdentifierConfig
-from plankton.prototypes import MODES, Prototypes
+from plankton.model.identifier import Identifier, IdentifierConfig
+from plankton.model.prototypes import MODES, Prototypes
 
 from .common import hardware, log, setup
 from .crops_data import FrameCache, load_index
@@ -67,13 +68,13 @@ def embed_records(identifier: Identifier, records: list[dict], cache: FrameCache
 
 
 def write_exemplars(folder: Path, protos: Prototypes, emb: np.ndarray, labels: np.ndarray, records: list[dict], cache: FrameCache, crop: CropConfig) -> None:
-    """The gallery's exemplars (``plankton.gallery``): for each sub-centre the
+    """The gallery's exemplars (``plankton.artifact.gallery``): for each sub-centre the
     training crops nearest to it, small, each object's own shape kept on a
     square of the frame's background (the embedder's square window would
     squeeze a filament to a grey square)."""
-    from plankton.ecotaxa import object_crop
-    from plankton.gallery import FILE, PER_SUBCENTER, SIDE, Exemplars, choose_exemplars
-    from plankton.manifest import read_config, write_manifest
+    from plankton.sample.ecotaxa import object_crop
+    from plankton.artifact.gallery import FILE, PER_SUBCENTER, SIDE, Exemplars, choose_exemplars
+    from plankton.artifact.manifest import read_config, write_manifest
     from plankton.thumbs import letterbox
 
     index = {n: i for i, n in enumerate(protos.names)}
@@ -115,7 +116,7 @@ def detector_history(architecture: str, stages: list[dict]) -> dict:
 
 
 def embedder_choice(folder: Path) -> dict | None:
-    """The comparison training.choose_embedder wrote, without the per-epoch histories."""
+    """The comparison experiments.choose_embedder wrote, without the per-epoch histories."""
     f = folder / "comparison.json"
     if not f.exists():
         return None
@@ -134,7 +135,7 @@ def load_detector(args) -> tuple:
     """(unfused DetectionModel, DetectorConfig, training record) from a
     train_detector folder, or from an existing model (``--detector-from``)."""
     if args.detector_from:
-        from plankton.manifest import DETECTOR_WEIGHTS, read_config
+        from plankton.artifact.manifest import DETECTOR_WEIGHTS, read_config
 
         cfg = read_config(args.detector_from)
         d = {k: v for k, v in cfg["detector"].items() if k not in ("yaml", "weights")}
@@ -150,7 +151,7 @@ def load_detector(args) -> tuple:
     return model, DetectorConfig(architecture=info["architecture"], imgsz=args.det_imgsz, conf=args.det_conf), detector_history(info["architecture"], stages)
 
 
-def main(argv=None) -> Path:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--crops", required=True)
     det = p.add_mutually_exclusive_group(required=True)
@@ -180,28 +181,51 @@ def main(argv=None) -> Path:
     p.add_argument("--name", default="plankton-studycase")
     p.add_argument("--weights-dtype", default="float16", choices=["float16", "float32"], help="storage precision of the weights files")
     p.add_argument("--limit", type=int, default=0, help="use only this many crops (quick tests)")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    setup(args.seed)
+    seed_arg(p)
+    return p
 
+
+def load_embedder(args, emb_info: dict) -> Identifier:
+    """The trained embedder, as an Identifier without prototypes (it only embeds)."""
+    embedder = EmbeddingNet(emb_info["backbone"], emb_info["dim"], size_features=emb_info.get("size_features", 0))
+    embedder.load_state_dict(load_file(str(Path(args.embedder) / "embedder.safetensors")))
+    return Identifier(embedder, IdentifierConfig.for_backbone(emb_info["backbone"], CropConfig(**emb_info["crop"])))
+
+
+def records_of(args, names: list[str], train: list) -> tuple[list, set]:
+    """(the crops that build the prototypes, the file names kept out)."""
+    kept_out = {Path(im["file_name"]).name for f in args.keep_out for im in read_coco_json(f)[0]["images"]}
+    if args.frames != "all":
+        return train, kept_out
+    val, _, _ = load_index(args.crops, "val", names, split_seed=args.split_seed)
+    # a species without training crops has no place in the embedder's training
+    # training.prepare names a frame's copy ID_NAME (six-digit id), so NAME is the original file name
+    return train + [r for r in val if r["label"] >= 0 and Path(r["file"]).name.split("_", 1)[-1] not in kept_out], kept_out
+
+
+def split_record(args, names: list[str], train: list) -> dict | None:
+    """split.json as the artifact records it (portable; re-split with --split-seed)."""
+    split = Path(args.crops).parent / "split.json"
+    split = portable_split(json.loads(split.read_text())) if split.exists() else None
+    if split and args.split_seed is not None:
+        val_ids = sorted({r["image_id"] for r in load_index(args.crops, "val", names, split_seed=args.split_seed)[0]})
+        train_ids = sorted({r["image_id"] for r in train})
+        split = {"train_ids": train_ids, "val_ids": val_ids,
+                 "meta": split["meta"] | {"resplit_seed": args.split_seed, "n_train": len(train_ids), "n_val": len(val_ids)}}
+    return split
+
+
+def main(argv=None) -> Path:
+    args = build_parser().parse_args(argv)
+    setup(args.seed)
     emb_info = json.loads((Path(args.embedder) / "embedder.json").read_text())
     train, names, categories = load_index(args.crops, "train", emb_info["names"], split_seed=args.split_seed)
     train = train[: args.limit] if args.limit else train
-    embedder = EmbeddingNet(emb_info["backbone"], emb_info["dim"], size_features=emb_info.get("size_features", 0))
-    embedder.load_state_dict(load_file(str(Path(args.embedder) / "embedder.safetensors")))
-    crop = CropConfig(**emb_info["crop"])
-    identifier = Identifier(embedder, IdentifierConfig.for_backbone(emb_info["backbone"], crop))
-    records = train
-    kept_out = {Path(im["file_name"]).name for f in args.keep_out for im in read_coco_json(f)[0]["images"]}
-    if args.frames == "all":
-        val, _, _ = load_index(args.crops, "val", names, split_seed=args.split_seed)
-        # a species without training crops has no place in the embedder's training
-        # training.prepare names a frame's copy ID_NAME (six-digit id), so NAME is the original file name
-        records = train + [r for r in val if r["label"] >= 0 and Path(r["file"]).name.split("_", 1)[-1] not in kept_out]
+    identifier = load_embedder(args, emb_info)
+    records, kept_out = records_of(args, names, train)
     cache = FrameCache([r["file"] for r in records])
     labels = np.array([r["label"] for r in records])
-    counts = np.bincount(labels, minlength=len(names))
-    rare = counts[labels] < args.rare_views
+    rare = np.bincount(labels, minlength=len(names))[labels] < args.rare_views
     emb, owner = embed_records(identifier, records, cache, f"{args.frames} crops", rare)
     protos = Prototypes.build(emb, labels[owner], names, k=args.k, seed=args.seed, mode=args.match)
     from_train = owner < len(train)
@@ -213,21 +237,13 @@ def main(argv=None) -> Path:
     own = held_out_similarity(emb[held], labels[owner[held]], frame_ids[owner[held]], names, k=args.k, folds=args.cv_folds, seed=args.seed,
                               mode=args.match)
     threshold, per_class = class_thresholds(own, labels[owner[held]], names, args.quantile, args.min_class_samples)
-    table = quantile_table(own, labels[owner[held]], names, args.min_class_samples)
     log.info("%d prototypes from %d crops (%d views) of %s frames; global threshold %.3f, %d species with their own",
              len(protos.names), len(records), len(emb), args.frames, threshold, len(per_class))
 
     detector, det_cfg, det_history = load_detector(args)
-    split = Path(args.crops).parent / "split.json"
-    split = portable_split(json.loads(split.read_text())) if split.exists() else None
-    if split and args.split_seed is not None:
-        val_ids = sorted({r["image_id"] for r in load_index(args.crops, "val", names, split_seed=args.split_seed)[0]})
-        train_ids = sorted({r["image_id"] for r in train})
-        split = {"train_ids": train_ids, "val_ids": val_ids,
-                 "meta": split["meta"] | {"resplit_seed": args.split_seed, "n_train": len(train_ids), "n_val": len(val_ids)}}
     training = portable({
         "data": "StudyCase brightfield frames (1920×1080), frame-level split",
-        "split": split,
+        "split": split_record(args, names, train),
         "detector": det_history,
         "embedder": {k: emb_info.get(k) for k in ("backbone", "best_val_f1_macro", "train_crops", "val_crops", "hardware", "device", "args")}
         | summary(with_parent(emb_info)) | {"comparison": embedder_choice(Path(args.embedder))},
@@ -240,12 +256,12 @@ def main(argv=None) -> Path:
             "threshold_rule": (f"{args.quantile:.0%} quantile of held-out similarity to the own species' prototypes, built without the "
                                f"crop's frame ({args.cv_folds}-fold over training frames); species with fewer than {args.min_class_samples} "
                                f"held-out crops use the pooled quantile, which is also every species' floor"),
-            "heldout_quantiles": table,
+            "heldout_quantiles": quantile_table(own, labels[owner[held]], names, args.min_class_samples),
             "hardware": hardware()},
     })
     out = save_artifact(
-        args.out, detector=detector, detector_cfg=det_cfg, embedder=embedder,
-        identifier_cfg=dataclasses.replace(identifier.cfg, threshold=threshold, class_thresholds=per_class),
+        args.out, detector=detector, detector_cfg=det_cfg, embedder=identifier.model,
+        identifier_cfg=dataclasses.replace(identifier.cfg, cls_conf=threshold, class_thresholds=per_class),
         prototypes=protos, categories=categories, name=args.name, extra={"training": training}, weights_dtype=args.weights_dtype,
         evaluation_prototypes=train_protos,
     )

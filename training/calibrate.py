@@ -25,10 +25,10 @@ import json
 
 import numpy as np
 
-from plankton.manifest import read_config
+from plankton.artifact.manifest import read_config
 from plankton.metrics import open_set, predict_labels
 from plankton.results import UNKNOWN
-from plankton.validation import FILE, ValidationSet
+from plankton.artifact.validation import FILE, ValidationSet
 
 from .common import setup
 from .thresholds import thresholds_at
@@ -70,12 +70,13 @@ def choose(rows: list[dict], target_unknown: float, min_open_set: float = 0.0) -
 def apply(folder: str, result: dict) -> None:
     """Model B's thresholds from its own held-out quantile table at the
     quantile chosen on model A, recorded with how it was chosen."""
-    from plankton.manifest import write_manifest
+    from plankton.artifact.manifest import write_manifest
 
     config = read_config(folder, check_files=False)
     table = config["training"]["prototypes"]["heldout_quantiles"]
     floor, per_class = thresholds_at(table, result["quantile"])
-    config["identifier"] |= {"threshold": floor, "class_thresholds": dict(sorted(per_class.items()))}
+    config["identifier"].pop("threshold", None)
+    config["identifier"] |= {"cls_conf": floor, "class_thresholds": dict(sorted(per_class.items()))}
     config["training"]["prototypes"]["threshold_calibration"] = {k: v for k, v in result.items() if k != "sweep"} | {
         "rule": "on the other split's model, on its validation frames that are this model's training frames: the largest quantile "
                 "whose unknown rate is at most the target among those whose macro open-set rate keeps the floor; the floor wins "

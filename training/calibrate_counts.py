@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .args import coco_arg, model_arg
 from plankton.geometry import fragments, match_boxes
-from plankton.manifest import read_config, write_manifest
+from plankton.artifact.manifest import read_config, write_manifest
 from plankton.metrics import bray_curtis, predict_labels
-from plankton.quantify import METHODS, CountEvidence, bootstrap_weights, estimate_counts
+from plankton.sample.quantify import METHODS, CountEvidence, bootstrap_weights, estimate_counts
 
 from .common import log, setup, write_json
 
@@ -40,11 +41,11 @@ def load_raw(path: str | Path) -> tuple[dict, list[str]]:
 
 def thresholds_of(config: dict, names: list[str]) -> np.ndarray:
     """C per-class thresholds at the model's default, by the rule the cascade applies (``Cascade.count_model``)."""
-    from plankton.identifier import IdentifierConfig
-    from plankton.prototypes import shifted_thresholds
+    from plankton.model.identifier import IdentifierConfig
+    from plankton.model.prototypes import shifted_thresholds
 
     ident = IdentifierConfig.from_dict(config["identifier"], config["embedder"]["backbone"])
-    return shifted_thresholds(ident.threshold, ident.offsets(names))
+    return shifted_thresholds(ident.cls_conf, ident.offsets(names))
 
 
 def evidence_at(raw: dict, names: list[str], thresholds: np.ndarray, containment: float, method: str = "pcc", replicates: int = 200) -> CountEvidence:
@@ -122,8 +123,8 @@ def cross_validate(ev: CountEvidence, thresholds, det_conf, folds=5, seeds=(0, 1
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="models/default")
-    p.add_argument("--coco", default=None, help="annotation file holding the model's validation frames: run the model on them first")
+    model_arg(p)
+    coco_arg(p, required=False, help="annotation file holding the model's validation frames: run the model on them first")
     p.add_argument("--evidence", default="work/counts/evidence.safetensors", help="the model's run on its validation frames (training.count_evidence)")
     p.add_argument("--det-conf", type=float, nargs="+", default=[round(x, 2) for x in np.arange(0.05, 0.55, 0.05)])
     p.add_argument("--containment", type=float, nargs="+", default=[1.01, 0.9, 0.8, 0.7, 0.6], help="fragment rule (above 1: off)")

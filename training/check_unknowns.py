@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .args import coco_arg, model_arg
+
 NONE = "no annotated object"
 
 
@@ -67,8 +69,8 @@ def _purity(clusters: Path, truth: dict[tuple, str]) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.check_unknowns", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="models/default")
-    p.add_argument("--coco", required=True)
+    model_arg(p)
+    coco_arg(p)
     p.add_argument("--images", default=None)
     p.add_argument("--split", choices=["train", "val"], default="val")
     p.add_argument("--blur", type=float, default=4.0, help="Gaussian blur radius in pixels for the blurred copies (default %(default)s)")
@@ -78,9 +80,9 @@ def main(argv=None) -> int:
     from PIL import Image, ImageFilter
 
     from plankton.cli import main as cli
-    from plankton.compare import match
-    from plankton.data import load_coco
-    from plankton.manifest import read_config
+    from plankton.review.compare import match
+    from plankton.coco import load_coco
+    from plankton.artifact.manifest import read_config
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

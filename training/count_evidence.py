@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from plankton.artifact import load_artifact
-from plankton.data import load_coco
+from .args import coco_arg, model_arg
+from plankton.artifact.folder import load_artifact
+from plankton.coco import load_coco
 from plankton.images import read_image
-from plankton.prototypes import Prototypes
+from plankton.model.prototypes import Prototypes
 
 from .common import log, setup
 
@@ -50,8 +51,8 @@ def collect(cascade, coco, image_ids: list[int], floor: float) -> dict[str, np.n
 
 def main(argv=None) -> Path:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="models/default")
-    p.add_argument("--coco", required=True, help="annotation file whose frames include the model's validation frames")
+    model_arg(p)
+    coco_arg(p, help="annotation file whose frames include the model's validation frames")
     p.add_argument("--out", required=True, help="safetensors file to write")
     p.add_argument("--runtime", default="auto", help="the runtime users get by default (its scores are the ones calibrated)")
     p.add_argument("--frames", choices=["val", "all"], default="val",

@@ -1,5 +1,5 @@
 """The identifier's training data: crops cut from cached frames on the fly
-with ``plankton.crops.extract_crops``, the function inference uses."""
+with ``plankton.model.crops.extract_crops``, the function inference uses."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from plankton.crops import CropConfig, background_colour, extract_crops, size_features
+from plankton.model.crops import CropConfig, background_colour, extract_crops, size_features
 from plankton.images import read_image
 
 
@@ -34,11 +34,11 @@ def load_index(path: str | Path, split: str, names: list[str] | None = None, spl
 
 
 def resplit(records: list[dict], seed: int) -> list[dict]:
-    """Reassign whole frames to train/val with ``plankton.data.split_frames``,
+    """Reassign whole frames to train/val with ``training.splits.split_frames``,
     keeping the original validation share."""
     from types import SimpleNamespace
 
-    from plankton.data import split_frames
+    from training.splits import split_frames
 
     frames = {r["image_id"] for r in records}
     share = len({r["image_id"] for r in records if r["split"] == "val"}) / max(len(frames), 1)

@@ -18,19 +18,25 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm import tqdm
 
-from plankton.artifact import load_artifact
+from .args import coco_arg, model_arg, seed_arg
+from plankton.artifact.folder import load_artifact
 from plankton.files import atomic_write_text
-from plankton.manifest import write_manifest
-from plankton.data import load_coco
+from plankton.artifact.manifest import write_manifest
+from plankton.coco import load_coco
 from plankton.images import read_image
 from plankton.metrics import coverage_curve, open_set, per_class_table, predict_labels, topk_accuracy
-from plankton.prototypes import Prototypes, shifted_thresholds
+from plankton.model.prototypes import Prototypes, shifted_thresholds
 from plankton.results import UNKNOWN, Detections
-from plankton.validation import ValidationSet
-from plankton.writers import csv_text
+from plankton.artifact.validation import ValidationSet
+from plankton.run.writers import csv_text
 
 from . import plots
 from .common import hardware, log, setup, write_json
+
+try:  # hub/ lives in a checkout, beside training/
+    from hub.push import add_push_arguments, push_from_args
+except ImportError:
+    add_push_arguments = push_from_args = None
 from .detection_metrics import coco_ap, precision_recall
 
 
@@ -92,25 +98,89 @@ def counting_report(cascade) -> dict | None:
     return {k: counting.get(k) for k in ("det_conf", "containment", "method", "validation_frames", "validation_objects")} | {"cross_validation": cv}
 
 
-def main(argv=None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="models/default")
+    model_arg(p)
     p.add_argument("--data", default="work/data", help="folder from training.prepare (split.json, crops.json)")
-    p.add_argument("--coco", default=None, help="annotation file (default: the one recorded in split.json)")
+    coco_arg(p, required=False, help="annotation file (default: the one recorded in split.json)")
     p.add_argument("--det-floor", type=float, default=0.001, help="detections kept for AP")
     p.add_argument("--e2e-floor", type=float, default=0.01, help="detections identified for end-to-end AP")
     p.add_argument("--limit", type=int, default=0, help="evaluate only this many validation frames (quick tests)")
     p.add_argument("--no-umap", action="store_true", help="skip the UMAP layout (quick tests)")
     p.add_argument("--identification-only", action="store_true", help="skip the detector (comparing identifiers: faster)")
     p.add_argument("--min-train", type=int, default=10, help="f1_macro_common: species with at least this many training boxes")
-    p.add_argument("--seed", type=int, default=0)
-    try:
-        from hub.push import add_push_arguments, push_from_args
-    except ImportError:
-        add_push_arguments = push_from_args = None
+    seed_arg(p)
     if add_push_arguments:
         add_push_arguments(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def run_frames(cascade, coco, val_ids, cat_names, detect: bool, args) -> dict:
+    """The models on every validation frame: ground truth, detections at the
+    AP floor, embeddings of the ground-truth boxes, end-to-end results."""
+    r = {"gt": {}, "dets": {}, "e2e": {}, "true": [], "embs": [], "frames": [], "t_det": 0.0, "t_id": 0.0}
+    for i in tqdm(val_ids, desc="validation frames", unit="frame"):
+        image = read_image(coco.path_of(i))
+        gt = r["gt"][i] = [(b.xyxy, cat_names[b.category_id]) for b in coco.boxes_of(i)]
+        t0 = time.perf_counter()
+        if detect:
+            r["dets"][i] = cascade.detector.predict(image, conf=args.det_floor)
+        t1 = time.perf_counter()
+        r["embs"].append(cascade.analyse_boxes(image, Detections(coco.xyxy_of(i), np.ones(len(gt)))).embeddings)
+        r["true"] += [n for _, n in gt]
+        r["frames"] += [i] * len(gt)
+        if detect:
+            d = r["dets"][i]
+            r["e2e"][i] = cascade.analyse_boxes(image, d[d.score >= args.e2e_floor]).resolve(args.e2e_floor, cascade.cls_conf)
+        r["t_det"], r["t_id"] = r["t_det"] + t1 - t0, r["t_id"] + time.perf_counter() - t1
+    return r
+
+
+def detection_figures(cascade, r: dict, e2e_floor: float) -> tuple[dict, dict]:
+    """(detection AP, recall and precision at the candidate floor and the
+    counting point; species-aware end-to-end AP)."""
+    gt, dets, floor = r["gt"], r["dets"], cascade.det_floor
+    det_gt = {i: np.array([b for b, _ in g], np.float32).reshape(-1, 4) for i, g in gt.items()}
+    detection = coco_ap({i: (det_gt[i], ["plankton"] * len(det_gt[i])) for i in gt}, {i: (d.xyxy, d.score, ["plankton"] * len(d)) for i, d in dets.items()})
+    detection |= precision_recall(det_gt, {i: d.xyxy[d.score >= floor] for i, d in dets.items()}) | {"threshold": floor}
+    if cascade.det_conf != floor:
+        detection["counting_point"] = precision_recall(det_gt, {i: d.xyxy[d.score >= cascade.det_conf] for i, d in dets.items()}) | {"threshold": cascade.det_conf}
+    e2e_ap = coco_ap({i: (det_gt[i], [n for _, n in gt[i]]) for i in gt},
+                     {i: (np.array([o.xyxy for o in f.objects], np.float32).reshape(-1, 4), np.array([o.det_score for o in f.objects]), [o.species for o in f.objects])
+                      for i, f in r["e2e"].items()})
+    return detection, {"species_ap50": e2e_ap["ap50"], "species_ap50_95": e2e_ap["ap50_95"], "detector_floor": e2e_floor, "identifier_threshold": cascade.cls_conf}
+
+
+def write_outputs(model_dir: Path, cascade, metrics: dict, true, sim, offsets) -> None:
+    """metrics.json, per_class.csv, the plots, and the manifest."""
+    names, cls_conf, ident = cascade.class_names, cascade.cls_conf, metrics["identification"]
+    training = cascade.config.get("training", {})
+    write_json(model_dir / "metrics.json", metrics)
+    rows = [r | {"threshold": ident["class_thresholds"].get(r["species"], cls_conf) if r["species"] in names else ""} for r in ident["per_class"]]
+    atomic_write_text(model_dir / "per_class.csv", csv_text(rows, ["species", "precision", "recall", "f1", "support", "threshold"]))
+    plots.confusion(true, predict_labels(sim, names, shifted_thresholds(cls_conf, offsets)), model_dir / "confusion.png")
+    plots.reliability(true, sim, names, model_dir / "reliability.png")
+    plots.learning_curves(metrics["learning_curve"], (training.get("embedder") or {}).get("history"), model_dir / "learning_curve.png")
+    write_manifest(model_dir)
+
+
+def log_summary(cascade, metrics: dict) -> None:
+    ident, detection = metrics["identification"], metrics["detection"]
+    log.info("identification top-1 %.3f F1-macro %.3f (common %.3f) unknown %.3f named-right %.3f open-set %.2f/%.2f",
+             ident["top1"], ident["f1_macro"], ident["f1_macro_common"] or float("nan"), ident["unknown_rate_at_threshold"],
+             ident["accuracy_of_named_at_threshold"] or float("nan"), ident["open_set"]["unknown_rate_macro"] or float("nan"),
+             ident["open_set"]["unknown_rate_weighted"] or float("nan"))
+    if metrics["counting"]:
+        cv = metrics["counting"]["cross_validation"]
+        log.info("counts at det_conf %.2f: rows shown %.3f× annotated; total %+.3f → %+.3f, Bray-Curtis %.3f → %.3f (raw → estimated, pooled); "
+                 "interval coverage %.2f", cascade.det_conf, cv["rows_ratio"], cv["pooled_total_error_raw"], cv["pooled_total_error_est"],
+                 cv["pooled_bray_curtis_raw"], cv["pooled_bray_curtis_est"], cv["coverage"])
+    if metrics["end_to_end"]:
+        log.info("detection AP50 %.3f recall %.3f | end-to-end AP50 %.3f", detection["ap50"], detection["recall"], metrics["end_to_end"]["species_ap50"])
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
     setup(args.seed)
     start = time.perf_counter()
     model_dir, data = Path(args.model), Path(args.data)
@@ -125,52 +195,24 @@ def main(argv=None) -> dict:
     if eval_file:  # shipped prototypes include validation frames: score the training-frames-only ones
         cascade.identifier.prototypes = Prototypes.load(model_dir / eval_file)
         log.info("identification scored with %s (prototypes from training frames only)", eval_file)
-    names = cascade.class_names
-    cat_names = {c.id: c.name for c in coco.categories.values()}
+    names, cat_names = cascade.class_names, {c.id: c.name for c in coco.categories.values()}
     train_counts = Counter(cat_names[b.category_id] for i in model_split["train_ids"] if i in coco.images for b in coco.boxes_of(i))
-    det_conf, cls_conf = cascade.det_floor, cascade.cls_conf  # recall as the candidates give it; the counting point is reported apart
     offsets = cascade.identifier.cfg.offsets(names)
     detect = resplit is None and not args.identification_only  # the detector trained on the shipped split: other splits' validation frames are not new to it
 
-    gt, dets, e2e, true, embs, frames = {}, {}, {}, [], [], []
-    t_det = t_id = 0.0
-    for i in tqdm(val_ids, desc="validation frames", unit="frame"):
-        image = read_image(coco.path_of(i))
-        gt[i] = [(b.xyxy, cat_names[b.category_id]) for b in coco.boxes_of(i)]
-        t0 = time.perf_counter()
-        if detect:
-            dets[i] = cascade.detector.predict(image, conf=args.det_floor)
-        t1 = time.perf_counter()
-        a = cascade.analyse_boxes(image, Detections(coco.xyxy_of(i), np.ones(len(gt[i]))))
-        embs.append(a.embeddings)
-        true += [n for _, n in gt[i]]
-        frames += [i] * len(gt[i])
-        if detect:
-            e2e[i] = cascade.analyse_boxes(image, dets[i][dets[i].score >= args.e2e_floor]).resolve(args.e2e_floor, cls_conf)
-        t_det, t_id = t_det + t1 - t0, t_id + time.perf_counter() - t1
-    emb = np.concatenate(embs) if embs else np.zeros((0, cascade.identifier.model.dim), np.float32)
-    true = np.asarray(true, dtype=object)
-    sim = cascade.identifier.similarity(emb)
+    r = run_frames(cascade, coco, val_ids, cat_names, detect, args)
+    emb = np.concatenate(r["embs"]) if r["embs"] else np.zeros((0, cascade.identifier.model.dim), np.float32)
+    true, sim = np.asarray(r["true"], dtype=object), cascade.identifier.similarity(emb)
+    detection, end_to_end = detection_figures(cascade, r, args.e2e_floor) if detect else (None, None)
+    ident = identification_metrics(true, sim, names, cascade.cls_conf, offsets, train_counts, args.min_train)
 
-    detection = end_to_end = None
-    if detect:
-        det_gt = {i: np.array([b for b, _ in g], np.float32).reshape(-1, 4) for i, g in gt.items()}
-        detection = coco_ap({i: (det_gt[i], ["plankton"] * len(det_gt[i])) for i in gt}, {i: (d.xyxy, d.score, ["plankton"] * len(d)) for i, d in dets.items()})
-        detection |= precision_recall(det_gt, {i: d.xyxy[d.score >= det_conf] for i, d in dets.items()}) | {"threshold": det_conf}
-        if cascade.det_conf != det_conf:
-            detection["counting_point"] = precision_recall(det_gt, {i: d.xyxy[d.score >= cascade.det_conf] for i, d in dets.items()}) | {"threshold": cascade.det_conf}
-        e2e_ap = coco_ap({i: (det_gt[i], [n for _, n in gt[i]]) for i in gt},
-                         {i: (np.array([o.xyxy for o in f.objects], np.float32).reshape(-1, 4), np.array([o.det_score for o in f.objects]), [o.species for o in f.objects]) for i, f in e2e.items()})
-        end_to_end = {"species_ap50": e2e_ap["ap50"], "species_ap50_95": e2e_ap["ap50_95"], "detector_floor": args.e2e_floor, "identifier_threshold": cls_conf}
-    ident = identification_metrics(true, sim, names, cls_conf, offsets, train_counts, args.min_train)
-
-    vs = ValidationSet(emb, list(true), sim, names, np.zeros((len(emb), 2), np.float32), np.zeros((len(names), 2), np.float32), np.array(frames, np.int64))
+    vs = ValidationSet(emb, list(true), sim, names, np.zeros((len(emb), 2), np.float32), np.zeros((len(names), 2), np.float32), np.array(r["frames"], np.int64))
     if not args.no_umap and len(emb) > 5:
         layout = umap_layout(np.vstack([emb, cascade.identifier.prototypes.means]), args.seed)
         vs.layout, vs.prototype_layout = layout[: len(emb)], layout[len(emb):]
     vs.save(model_dir / "validation.safetensors")
 
-    training = cascade.config.get("training", {})
+    n = max(len(val_ids), 1)
     metrics = {
         "split": {"validation_frames": len(val_ids), "validation_objects": int(len(true)), "resplit_seed": resplit,
                   "annotations_sha256": split["meta"].get("annotations_sha256"),
@@ -180,28 +222,12 @@ def main(argv=None) -> dict:
         "identification": ident,
         "end_to_end": end_to_end,
         "counting": counting_report(cascade),
-        "learning_curve": (training.get("detector") or {}).get("learning_curve"),
+        "learning_curve": ((cascade.config.get("training") or {}).get("detector") or {}).get("learning_curve"),
         "evaluation": {"command": "python -m training.evaluate " + " ".join(sys.argv[1:] if argv is None else argv), "hardware": hardware(),
-                       "wall_s": round(time.perf_counter() - start, 1), "detector_s_per_frame": round(t_det / max(len(val_ids), 1), 3), "identifier_s_per_frame": round(t_id / max(len(val_ids), 1), 3)},
+                       "wall_s": round(time.perf_counter() - start, 1), "detector_s_per_frame": round(r["t_det"] / n, 3), "identifier_s_per_frame": round(r["t_id"] / n, 3)},
     }
-    write_json(model_dir / "metrics.json", metrics)
-    rows = [r | {"threshold": ident["class_thresholds"].get(r["species"], cls_conf) if r["species"] in names else ""} for r in ident["per_class"]]
-    atomic_write_text(model_dir / "per_class.csv", csv_text(rows, ["species", "precision", "recall", "f1", "support", "threshold"]))
-    plots.confusion(true, predict_labels(sim, names, shifted_thresholds(cls_conf, offsets)), model_dir / "confusion.png")
-    plots.reliability(true, sim, names, model_dir / "reliability.png")
-    plots.learning_curves(metrics["learning_curve"], (training.get("embedder") or {}).get("history"), model_dir / "learning_curve.png")
-    write_manifest(model_dir)
-    log.info("identification top-1 %.3f F1-macro %.3f (common %.3f) unknown %.3f named-right %.3f open-set %.2f/%.2f",
-             ident["top1"], ident["f1_macro"], ident["f1_macro_common"] or float("nan"), ident["unknown_rate_at_threshold"],
-             ident["accuracy_of_named_at_threshold"] or float("nan"), ident["open_set"]["unknown_rate_macro"] or float("nan"),
-             ident["open_set"]["unknown_rate_weighted"] or float("nan"))
-    if metrics["counting"]:
-        cv = metrics["counting"]["cross_validation"]
-        log.info("counts at det_conf %.2f: rows shown %.3f× annotated; total %+.3f → %+.3f, Bray-Curtis %.3f → %.3f (raw → estimated, pooled); "
-                 "interval coverage %.2f", cascade.det_conf, cv["rows_ratio"], cv["pooled_total_error_raw"], cv["pooled_total_error_est"],
-                 cv["pooled_bray_curtis_raw"], cv["pooled_bray_curtis_est"], cv["coverage"])
-    if detect:
-        log.info("detection AP50 %.3f recall %.3f | end-to-end AP50 %.3f", detection["ap50"], detection["recall"], end_to_end["species_ap50"])
+    write_outputs(model_dir, cascade, metrics, true, sim, offsets)
+    log_summary(cascade, metrics)
     if push_from_args and getattr(args, "push_to_hub", None):
         push_from_args(model_dir, args)
     return metrics

@@ -28,10 +28,10 @@ import numpy as np
 
 import torch
 
-from plankton.artifact import load_artifact
+from plankton.artifact.folder import load_artifact
 from plankton.files import sha256
-from plankton.manifest import DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, read_config, write_manifest
-from plankton.onnx import DETECTOR_ONNX, EMBEDDER_ONNX, OPSET, check_parity, export_detector, export_embedder
+from plankton.artifact.manifest import DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, read_config, write_manifest
+from plankton.runtime.onnx import DETECTOR_ONNX, EMBEDDER_ONNX, OPSET, check_parity, export_detector, export_embedder
 
 from .common import log, setup
 
@@ -56,7 +56,7 @@ def export_artifact(folder: str | Path, opset: int = OPSET, check: bool = True, 
     size = ident.cfg.crop.size
     export_detector(det.model, folder / DETECTOR_ONNX, opset=opset, end2end=det.cfg.end2end, names=det.cfg.names)
     export_embedder(ident.model, folder / EMBEDDER_ONNX, size, opset=opset)
-    sizes = f", sizes B×{ident.model.size_features} float32 (plankton.crops.size_features)" if ident.model.size_features else ""
+    sizes = f", sizes B×{ident.model.size_features} float32 (plankton.model.crops.size_features)" if ident.model.size_features else ""
     section = {
         "opset": opset,
         "files": {"detector": DETECTOR_ONNX, "embedder": EMBEDDER_ONNX},
@@ -79,8 +79,8 @@ def validation_parity(folder: Path, data: Path, limit: int = 0, sizes: tuple[int
     ground-truth boxes; plus the ONNX detector's AP at other ``sizes``."""
     from tqdm import tqdm
 
-    from plankton.data import load_coco
-    from plankton.detector import Detector
+    from plankton.coco import load_coco
+    from plankton.model.detector import Detector
     from plankton.images import read_image
 
     from .detection_metrics import coco_ap

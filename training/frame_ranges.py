@@ -22,22 +22,24 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .args import coco_arg
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.frame_ranges", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="model folder (frame_quality.json is written into it)")
-    p.add_argument("--coco", required=True, help="the COCO file the model was trained from")
+    coco_arg(p, help="the COCO file the model was trained from")
     p.add_argument("--images", default=None, help="image root (default: the COCO file's folder)")
     p.add_argument("--split", choices=["train", "val"], default="train", help="which of the model's recorded splits (default %(default)s)")
     p.add_argument("--runtime", default="auto")
     p.add_argument("--dry-run", action="store_true", help="print the ranges, write nothing")
     args = p.parse_args(argv)
 
-    from plankton.artifact import load_artifact
-    from plankton.data import load_coco
+    from plankton.artifact.folder import load_artifact
+    from plankton.coco import load_coco
     from plankton.files import atomic_write_text, sha256
     from plankton.images import read_image
-    from plankton.manifest import read_config, write_manifest
+    from plankton.artifact.manifest import read_config, write_manifest
     from plankton.quality import RANGES_FILE, SIDES, compute_ranges, frame_values, image_stats
 
     folder = Path(args.model)

@@ -1,4 +1,4 @@
-"""Does the gate (``plankton.gate``) hold detection accuracy, and what does
+"""Does the gate (``plankton.model.gate``) hold detection accuracy, and what does
 it save? Issue 31's rule: it ships as the default only if validation
 recall and AP@0.5 stay within 0.005 of full-frame detection.
 
@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from plankton.artifact import load_artifact
-from plankton.data import load_coco
-from plankton.gate import GateConfig, occupancy, small_grey, tile_occupancy, windows
+from .args import coco_arg, model_arg
+from plankton.artifact.folder import load_artifact
+from plankton.coco import load_coco
+from plankton.model.gate import GateConfig, occupancy, small_grey, tile_occupancy, windows
 from plankton.geometry import tile_origins
 from plankton.images import read_image
 
@@ -105,8 +106,8 @@ def validation_figures(det, coco, ids: list[int], gate: GateConfig, floor: float
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="models/default")
-    p.add_argument("--coco", required=True, help="the annotation file the model was trained on")
+    model_arg(p)
+    coco_arg(p, help="the annotation file the model was trained on")
     p.add_argument("--runtime", default="auto")
     p.add_argument("--floor", type=float, default=0.05, help="detector score floor (the cascade's candidate floor)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="GateConfig fields, e.g. margin=64 threshold=6")

@@ -50,7 +50,7 @@ def ap_at_sizes(network, det_cfg, coco, val_ids: list[int], sizes: tuple[int, ..
     """AP@0.5 of a detector network at other input sizes (long side)."""
     from tqdm import tqdm
 
-    from plankton.detector import Detector
+    from plankton.model.detector import Detector
     from plankton.images import read_image
 
     from .detection_metrics import coco_ap
@@ -72,10 +72,10 @@ def parity(fp32, candidates: dict, coco, val_ids: list[int], floor: float = 0.00
     scores, differences, agreement and pass/fail."""
     from tqdm import tqdm
 
-    from plankton.detector import Detector
-    from plankton.identifier import Identifier
+    from plankton.model.detector import Detector
+    from plankton.model.identifier import Identifier
     from plankton.images import read_image
-    from plankton.prototypes import Prototypes
+    from plankton.model.prototypes import Prototypes
 
     protos = fp32.identifier.prototypes
     eval_file = fp32.config["prototypes"].get("evaluation_file")

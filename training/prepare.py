@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from plankton.data import CocoDataset, load_coco, split_frames, write_split
+from .args import coco_arg, seed_arg
+from plankton.coco import CocoDataset, load_coco
+from training.splits import split_frames, write_split
 from plankton.results import NOT_PLANKTON
 from plankton.geometry import tile_origins
 
@@ -81,11 +83,11 @@ def write_tiles(ds: CocoDataset, ids: list[int], out: Path, split: str, tile: in
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--coco", required=True, help="COCO annotation file")
+    coco_arg(p)
     p.add_argument("--images", default=None, help="image root (default: the COCO file's folder)")
     p.add_argument("--out", default="work/data")
     p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
+    seed_arg(p)
     p.add_argument("--tile", type=int, default=0, help="0: whole frames for training; else tile side in pixels")
     p.add_argument("--tile-overlap", type=int, default=160)
     p.add_argument("--limit", type=int, default=0, help="use only this many frames (for quick tests)")

@@ -49,12 +49,12 @@ from pathlib import Path
 
 import numpy as np
 
-from plankton.artifact import load_artifact
+from plankton.artifact.folder import load_artifact
 from plankton.files import sha256
-from plankton.identifier import to_tensor
-from plankton.manifest import read_config, write_manifest
-from plankton.onnx import DETECTOR_ONNX, EMBEDDER_ONNX, onnx_status
-from plankton.quantized import (ONNXRUNTIME, OPENVINO, ROUTE_FILES, SOURCES, cpu_flags, int8_isa, load_int8_models, route_files,
+from plankton.model.identifier import to_tensor
+from plankton.artifact.manifest import read_config, write_manifest
+from plankton.runtime.onnx import DETECTOR_ONNX, EMBEDDER_ONNX, onnx_status
+from plankton.runtime.quantized import (ONNXRUNTIME, OPENVINO, ROUTE_FILES, SOURCES, cpu_flags, int8_isa, load_int8_models, route_files,
                                 with_weights)
 
 from .common import log, setup
@@ -94,7 +94,7 @@ class Calibration:
 
     def embedder(self):
         """Batches of the ground-truth boxes' crops (and sizes, for a size-aware embedder)."""
-        from plankton.crops import size_features
+        from plankton.model.crops import size_features
 
         ident = self.cascade.identifier
         crops, sizes = [], []
@@ -262,8 +262,8 @@ def network_times(models: dict, calib: Calibration, rounds: int = 5) -> dict:
 
 def _fp32_embedder(route: str, folder: Path, threads: int | None):
     """The fp32 embedder.onnx in the route's own runtime (one runtime loaded, not two)."""
-    from plankton.onnx import default_threads, load_embedder
-    from plankton.quantized import load_openvino
+    from plankton.runtime.onnx import default_threads, load_embedder
+    from plankton.runtime.quantized import load_openvino
 
     if route == OPENVINO:
         return load_openvino(folder / EMBEDDER_ONNX, "embedder", threads or default_threads())
@@ -368,7 +368,7 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     setup()
-    from plankton.data import load_coco
+    from plankton.coco import load_coco
 
     folder, data = Path(args.model), Path(args.data)
     split = json.loads((data / "split.json").read_text())

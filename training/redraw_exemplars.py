@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from plankton.artifact import load_artifact
-from plankton.data import read_coco_json
+from plankton.artifact.folder import load_artifact
+from plankton.coco import read_coco_json
 
 from .build_prototypes import embed_records, write_exemplars
 from .common import log, setup

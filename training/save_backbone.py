@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from plankton.embedder import BACKBONES
+from plankton.model.embedder import BACKBONES
 
 from .common import log
 

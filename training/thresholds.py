@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import GroupKFold
 
-from plankton.prototypes import Prototypes
+from plankton.model.prototypes import Prototypes
 
 
 def held_out_similarity(embeddings: np.ndarray, labels: np.ndarray, frames: np.ndarray, names: list[str], k: int = 5,

@@ -12,6 +12,7 @@ import csv
 import os
 from pathlib import Path
 
+from .args import device_args, seed_arg
 from .common import hardware, log, pick_device, setup, write_json
 
 
@@ -93,8 +94,7 @@ def main(argv=None) -> dict:
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--hours", type=float, default=0.0, help="stop after this long (the LR schedule fits it)")
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    p.add_argument("--device", default=None)
+    device_args(p, workers=min(8, os.cpu_count() or 1))
     p.add_argument("--project", default="work/runs")
     p.add_argument("--name", default="detector")
     p.add_argument("--resume", default=None, help="last.pt of an interrupted run (same machine)")
@@ -104,7 +104,7 @@ def main(argv=None) -> dict:
     p.add_argument("--cache", default="none", choices=["none", "ram", "disk"], help="Ultralytics image cache (ram: decode each frame once)")
     p.add_argument("--fraction", type=float, default=1.0, help="share of training images (quick tests)")
     p.add_argument("--out", default=None, help="where to write detector.safetensors (default: the run folder)")
-    p.add_argument("--seed", type=int, default=0)
+    seed_arg(p)
     args = p.parse_args(argv)
     setup(args.seed)
     _offline_patches()

@@ -18,8 +18,9 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm import tqdm
 
-from plankton.crops import SIZE_FEATURES, CropConfig
-from plankton.embedder import BACKBONES, EmbeddingNet, SubCenterArcFace
+from .args import device_args, seed_arg
+from plankton.model.crops import SIZE_FEATURES, CropConfig
+from plankton.model.embedder import BACKBONES, EmbeddingNet, SubCenterArcFace
 
 from .common import hardware, log, pick_device, setup, write_json
 from .crops_data import CropDataset, FrameCache, load_index, sampling_weights
@@ -36,7 +37,7 @@ def embed_loader(model, loader, device) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(embs), np.concatenate(labels)
 
 
-def main(argv=None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--crops", required=True, help="crops.json from training.prepare")
     p.add_argument("--out", default="work/embedder")
@@ -56,27 +57,18 @@ def main(argv=None) -> dict:
     p.add_argument("--s", type=float, default=30.0)
     p.add_argument("--m", type=float, default=0.35)
     p.add_argument("--sampling", default="sqrt", choices=["uniform", "sqrt", "balanced"])
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default=None)
+    device_args(p)
     p.add_argument("--limit", type=int, default=0, help="use only this many crops per split (quick tests)")
-    p.add_argument("--seed", type=int, default=0)
+    seed_arg(p)
     p.add_argument("--split-seed", type=int, default=None, help="split the frames again with this seed (for comparing settings)")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop after the epoch that passes this wall time")
     p.add_argument("--select", default="last", choices=["last", "best"],
                    help="weights to keep: the last epoch (default; nothing is chosen by the validation frames) or the best validation F1-macro")
-    args = p.parse_args(argv)
-    setup(args.seed)
-    device = pick_device(args.device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    return p
 
-    train, names, categories = load_index(args.crops, "train", split_seed=args.split_seed)
-    val, _, _ = load_index(args.crops, "val", names, split_seed=args.split_seed)
-    val = [r for r in val if r["label"] >= 0]  # species unseen in training cannot be scored here
-    if args.limit:
-        train, val = train[: args.limit], val[: args.limit]
-    entry = BACKBONES[args.backbone]
-    crop_cfg = CropConfig(size=args.size, context=args.context, min_side=args.min_side, size_input=args.size_input)
+
+def loaders(args, train: list, val: list, crop_cfg: CropConfig, entry):
+    """(train, val) DataLoaders; training draws crops by ``--sampling``."""
     cache = FrameCache([r["file"] for r in train + val])
     train_ds = CropDataset(train, cache, crop_cfg, entry.mean, entry.std, train=True)
     val_ds = CropDataset(val, cache, crop_cfg, entry.mean, entry.std, train=False)
@@ -84,9 +76,12 @@ def main(argv=None) -> dict:
     gen = torch.Generator().manual_seed(args.seed)
     sampler = torch.utils.data.WeightedRandomSampler(weights, len(train), replacement=True, generator=gen)
     kw = dict(batch_size=args.batch, num_workers=args.workers, persistent_workers=args.workers > 0)
-    train_dl = torch.utils.data.DataLoader(train_ds, sampler=sampler, drop_last=len(train) > args.batch, **kw)
-    val_dl = torch.utils.data.DataLoader(val_ds, shuffle=False, **kw)
+    return (torch.utils.data.DataLoader(train_ds, sampler=sampler, drop_last=len(train) > args.batch, **kw),
+            torch.utils.data.DataLoader(val_ds, shuffle=False, **kw))
 
+
+def build(args, n_classes: int, steps_per_epoch: int, device: str):
+    """(embedder, Sub-Center ArcFace head, optimiser, warm-up + cosine schedule)."""
     model = EmbeddingNet(args.backbone, args.dim, pretrained=args.pretrained or None, size_features=SIZE_FEATURES if args.size_input else 0)
     # channels_last: 1.6x faster training steps on the CPU (measured, EfficientNet-Lite0 at 96 px), and not slower on a GPU
     model = model.to(device, memory_format=torch.channels_last)
@@ -95,14 +90,54 @@ def main(argv=None) -> dict:
 
         model.load_state_dict(load_file(args.init))
         log.info("initial weights from %s", args.init)
-    head = SubCenterArcFace(args.dim, len(names), args.k, args.s, args.m).to(device)
+    head = SubCenterArcFace(args.dim, n_classes, args.k, args.s, args.m).to(device)
     # The randomly initialised neck and head learn faster than the pretrained backbone.
     new = [p for n, p in model.named_parameters() if not n.startswith("backbone.")] + list(head.parameters())
     params = [{"params": model.backbone.parameters(), "lr": args.lr * (0.3 if args.pretrained else 1.0)}, {"params": new}]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-    steps = args.epochs * max(len(train_dl), 1)
-    warm = max(len(train_dl), 1)
+    steps, warm = args.epochs * max(steps_per_epoch, 1), max(steps_per_epoch, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    return model, head, opt, sched
+
+
+def train_epoch(model, head, opt, sched, loader, device, desc: str) -> float:
+    """One pass over ``loader``; the mean loss."""
+    model.train(), head.train()
+    total, n = 0.0, 0
+    for x, sizes, y in tqdm(loader, desc=desc, unit="batch", leave=False):
+        x, y = x.to(device), torch.as_tensor(y, device=device)
+        loss = head(model(x, sizes.to(device)), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total, n = total + loss.item() * len(y), n + len(y)
+    return total / max(n, 1)
+
+
+def validate(model, head, loader, device) -> tuple[float, float]:
+    """(F1-macro, top-1) of the head's nearest class on the validation crops."""
+    emb, lab = embed_loader(model, loader, device)
+    if not len(lab):
+        return 0.0, 0.0
+    pred = head.cosine(torch.from_numpy(emb).to(device)).argmax(1).cpu().numpy()
+    return float(f1_score(lab, pred, average="macro", labels=np.unique(lab), zero_division=0)), float(accuracy_score(lab, pred))
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    setup(args.seed)
+    device, out = pick_device(args.device), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train, names, categories = load_index(args.crops, "train", split_seed=args.split_seed)
+    val, _, _ = load_index(args.crops, "val", names, split_seed=args.split_seed)
+    val = [r for r in val if r["label"] >= 0]  # species unseen in training cannot be scored here
+    if args.limit:
+        train, val = train[: args.limit], val[: args.limit]
+    entry = BACKBONES[args.backbone]
+    crop_cfg = CropConfig(size=args.size, context=args.context, min_side=args.min_side, size_input=args.size_input)
+    train_dl, val_dl = loaders(args, train, val, crop_cfg, entry)
+    model, head, opt, sched = build(args, len(names), len(train_dl), device)
 
     ckpt_path, start, best, history = out / "checkpoint.pt", 0, -1.0, []
     if ckpt_path.exists():  # resume; weights_only refuses anything but tensors and plain data
@@ -110,7 +145,6 @@ def main(argv=None) -> dict:
         model.load_state_dict(ck["model"]), head.load_state_dict(ck["head"]), opt.load_state_dict(ck["opt"]), sched.load_state_dict(ck["sched"])
         start, best, history = ck["epoch"] + 1, ck["best"], ck["history"]
         log.info("resumed from epoch %d", start)
-
     from safetensors.torch import save_file
 
     t0 = time.monotonic()
@@ -118,22 +152,10 @@ def main(argv=None) -> dict:
         if args.max_minutes and time.monotonic() - t0 > args.max_minutes * 60:
             log.warning("stopping before epoch %d: --max-minutes %.1f reached", epoch + 1, args.max_minutes)
             break
-        model.train(), head.train()
-        total, n = 0.0, 0
-        for x, sizes, y in tqdm(train_dl, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False):
-            x, y = x.to(device), torch.as_tensor(y, device=device)
-            loss = head(model(x, sizes.to(device)), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total, n = total + loss.item() * len(y), n + len(y)
-        emb, lab = embed_loader(model, val_dl, device)
-        pred = head.cosine(torch.from_numpy(emb).to(device)).argmax(1).cpu().numpy()
-        f1 = float(f1_score(lab, pred, average="macro", labels=np.unique(lab), zero_division=0)) if len(lab) else 0.0
-        acc = float(accuracy_score(lab, pred)) if len(lab) else 0.0
-        history.append({"epoch": epoch + 1, "loss": total / max(n, 1), "val_f1_macro": f1, "val_top1": acc, "wall_s": round(time.monotonic() - t0, 1)})
-        log.info("epoch %d loss %.3f val top-1 %.3f F1-macro %.3f", epoch + 1, total / max(n, 1), acc, f1)
+        loss = train_epoch(model, head, opt, sched, train_dl, device, f"epoch {epoch + 1}/{args.epochs}")
+        f1, acc = validate(model, head, val_dl, device)
+        history.append({"epoch": epoch + 1, "loss": loss, "val_f1_macro": f1, "val_top1": acc, "wall_s": round(time.monotonic() - t0, 1)})
+        log.info("epoch %d loss %.3f val top-1 %.3f F1-macro %.3f", epoch + 1, loss, acc, f1)
         if args.select == "last" or f1 > best:
             best = max(best, f1)
             save_file({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "embedder.safetensors"))

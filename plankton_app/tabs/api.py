@@ -88,7 +88,7 @@ def endpoints(ctx: Context) -> None:
         return service.corrections_coco(session)
 
     def sample(det_conf, cls_conf, um_per_px, volume_ul, session):
-        from plankton.measure import Sample, concentration_rows
+        from plankton.sample.measure import Sample, concentration_rows
 
         if session is None or not session.frames:
             raise _error("Call /identify first.")

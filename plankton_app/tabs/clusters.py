@@ -1,5 +1,5 @@
 """Review: the upload's ``unknown`` objects grouped by their embeddings
-(``plankton.discover``: HDBSCAN, leaf selection, an honest noise group),
+(``plankton.review.discover``: HDBSCAN, leaf selection, an honest noise group),
 largest cluster first, each with a strip of its crops. *Name this
 cluster* and *Not plankton* correct every object of a cluster through
 ``Service.correct``, the same path as one object in the Review table, so
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
-from plankton.discover import NOISE, centre_similarity, cluster
+from plankton.review.discover import NOISE, centre_similarity, cluster
 from plankton.results import NOT_PLANKTON, UNKNOWN
 
 from ..thumbs import img_html

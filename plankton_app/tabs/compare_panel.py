@@ -21,7 +21,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from plankton.compare import COLUMNS, changed_rows, count_rows
+from plankton.review.compare import COLUMNS, changed_rows, count_rows
 from plankton.files import one_line
 from plankton.results import FrameResult
 
@@ -39,7 +39,7 @@ _run_lock = threading.Lock()  # one upload at a time through a second model: its
 
 @dataclass
 class AppRun:
-    """What ``plankton.compare`` reads of a run (``runfiles.Run``), made from
+    """What ``plankton.review.compare`` reads of a run (``runfiles.Run``), made from
     the app's FrameResults: detections rows, their boxes, and a folder whose
     concentration.csv holds the estimated counts (when there are any)."""
 
@@ -77,7 +77,7 @@ def load_second(source: str):
             return _models[source]
     try:
         if Path(source).expanduser().is_dir():
-            from plankton.artifact import load_artifact
+            from plankton.artifact.folder import load_artifact
 
             cascade = load_artifact(Path(source).expanduser(), runtime="auto")
         else:

@@ -41,8 +41,8 @@ def caption(service, cls_conf: float, session=None) -> str:
 
 
 def taxonomy_rows(service) -> list[list]:
-    """The model's classes with the names EcoTaxa and Darwin Core receive (plankton.taxonomy)."""
-    from plankton.taxonomy import for_model
+    """The model's classes with the names EcoTaxa and Darwin Core receive (plankton.artifact.taxonomy)."""
+    from plankton.artifact.taxonomy import for_model
 
     table = for_model(service.folder, service.class_names)
     return [[n, t.scientific_name if t else "", t.rank if t else "", t.aphia_id or "" if t else ""] for n in service.class_names

@@ -12,8 +12,8 @@ import json
 
 import gradio as gr
 
-from plankton.measure import Sample, concentration_rows
-from plankton.samplemeta import SampleMeta, SampleMetaError, parse
+from plankton.sample.measure import Sample, concentration_rows
+from plankton.sample.meta import SampleMeta, SampleMetaError, parse
 
 from .. import downloads, plots, quality_panel
 from ..exports import default_sample_id

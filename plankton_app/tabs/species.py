@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from plankton.gallery import closest_pairs, subcenter_spread
+from plankton.artifact.gallery import closest_pairs, subcenter_spread
 from plankton.results import NOT_PLANKTON
 
 from .. import render

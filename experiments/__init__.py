@@ -1,0 +1,2 @@
+"""The experiment log's scripts: the lever grids, their tables, and the
+embedder choice. docs/results.md reads their output."""

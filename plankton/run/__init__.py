@@ -1,0 +1,2 @@
+"""Running the cascade over many frames: inputs, the batch loop, the
+resumable journal, the output writers, and the Ray Data engine."""

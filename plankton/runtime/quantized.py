@@ -1,0 +1,256 @@
+"""INT8 versions of the detector and the embedder, and when to use them.
+
+``python -m training.quantize MODEL_DIR --data DATA`` adds them to an
+artifact that already has current fp32 ONNX files, and records in
+config.json's "int8" section: the route ("openvino": OpenVINO IR made with
+NNCF; "onnxruntime": QDQ ONNX made by ONNX Runtime's quantizer), the files,
+the sha256 of the safetensors and ONNX files they were made from, the
+training frames they were calibrated on, the CPU class they were measured
+on, and their parity with fp32 ONNX on the validation frames. When the
+INT8 embedder does not hold identification accuracy, "files" names the
+fp32 ``embedder.onnx`` instead, run by the same runtime.
+
+``runtime="auto"`` uses them only when that parity passed, they were made
+from the weights now in the folder, the runtime package imports, and this
+CPU runs 8-bit kernels the way the parity run did (``cpu_problem``).
+"""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from plankton.runtime import INT8_RUNTIMES
+from plankton.artifact.manifest import DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS
+
+CPUINFO = Path("/proc/cpuinfo")
+OPENVINO, ONNXRUNTIME = "openvino", "onnxruntime"
+ROUTE_FILES = {  # route → (detector, embedder); an OpenVINO IR .xml has its weights in the .bin beside it
+    OPENVINO: ("detector.int8.xml", "embedder.int8.xml"),
+    ONNXRUNTIME: ("detector.int8.onnx", "embedder.int8.onnx"),
+}
+RUNTIME_NAMES = {route: name for name, route in INT8_RUNTIMES.items() if route}  # route → runtime name
+SOURCES = (DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, "detector.onnx", "embedder.onnx")
+
+
+def with_weights(files) -> list[str]:
+    """The files themselves and, for an OpenVINO IR .xml, its .bin."""
+    out = []
+    for f in files:
+        out += [f, f[:-4] + ".bin"] if f.endswith(".xml") else [f]
+    return out
+
+
+def route_files(route: str) -> list[str]:
+    """Every INT8 file a route can put in the artifact."""
+    return with_weights(ROUTE_FILES[route])
+
+
+def present_routes(folder: str | Path) -> list[str]:
+    folder = Path(folder)
+    return [r for r in ROUTE_FILES if any((folder / f).is_file() for f in route_files(r))]
+
+
+def cpu_flags(path: str | Path | None = None) -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (None where there is no
+    such file: then nothing is known about its 8-bit kernels)."""
+    try:
+        text = Path(path or CPUINFO).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def int8_isa(flags: set[str] | None) -> str | None:
+    """The class of 8-bit dot products this CPU has. Without VNNI (AVX-512
+    VNNI, or AVX-VNNI on newer cores) x86 multiplies u8×s8 pairs with
+    VPMADDUBSW, whose 16-bit sums can saturate, so results can differ from
+    a VNNI machine's; parity measured on one class holds for the same class
+    or a better one. None: no AVX2, where INT8 is no faster than fp32."""
+    if not flags or "avx2" not in flags:
+        return None
+    if "amx_int8" in flags:
+        return "amx"
+    if "avx512_vnni" in flags or "avx_vnni" in flags:
+        return "vnni"
+    return "avx2"
+
+
+def cpu_problem(section: dict, flags: set[str] | None = None) -> str | None:
+    """Why this CPU should not run the INT8 files (None if it may)."""
+    flags = cpu_flags() if flags is None else flags
+    isa = int8_isa(flags)
+    if isa is None:
+        return "this CPU has no AVX2 8-bit kernels" if flags is not None else "this CPU's features are unknown (no /proc/cpuinfo)"
+    measured = (section.get("cpu") or {}).get("int8_isa")
+    if measured in ("vnni", "amx") and isa == "avx2":
+        return "the INT8 parity was measured with VNNI, and this CPU has none (its 8-bit sums can saturate)"
+    return None
+
+
+def int8_status(folder: str | Path, config: dict, route: str | None = None) -> str | None:
+    """Why the artifact's INT8 files cannot be used (None if they can)."""
+    folder = Path(folder)
+    section = config.get("int8")
+    if not isinstance(section, dict):
+        return f"{folder}: config.json has no 'int8' section (run: python -m training.quantize {folder} --data DATA)"
+    if section.get("route") not in ROUTE_FILES:
+        return f"{folder}: no INT8 files were shipped ({section.get('why', 'no route recorded')})"
+    if route is not None and section["route"] != route:
+        return f"{folder}: its INT8 files are for {section['route']}, not {route}"
+    files = section.get("files") or {}
+    if set(files) != {"detector", "embedder"}:
+        return f"{folder}: config.json's 'int8' section does not name its detector and embedder files"
+    missing = [f for f in with_weights(files.values()) if not (folder / f).is_file()]
+    if missing:
+        return f"{folder}: no {' or '.join(missing)}"
+    parity = section.get("parity") or {}
+    if parity.get("passed") is not True:
+        return f"{folder}: no passed INT8 parity is recorded in config.json"
+    files = config.get("files", {})
+    for name in SOURCES:
+        made_from = (section.get("source_sha256") or {}).get(name)
+        if made_from is None or made_from != files.get(name, {}).get("sha256"):
+            return f"{folder}: the INT8 files were made from other weights than {name} (re-run: python -m training.quantize {folder} --data DATA)"
+    try:
+        __import__("openvino" if section["route"] == OPENVINO else "onnxruntime")
+    except Exception:  # ImportError, or a broken native library
+        return f"the {section['route']} package is not installed"
+    return cpu_problem(section)
+
+
+# ---------------------------------------------------------------- OpenVINO
+
+
+def ov_config(threads: int) -> dict:
+    """One stream of ``threads`` threads; f32 for what is not quantized:
+    on CPUs with bf16 or AMX, OpenVINO would otherwise run those layers in
+    bf16, which the parity run did not measure. No core pinning: the
+    decode thread and the web server share these cores."""
+    return {"INFERENCE_NUM_THREADS": int(threads), "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
+
+
+class _OvModule:
+    """The ``_OrtModule`` interface over an OpenVINO compiled model. An
+    infer request is not thread-safe, so each thread gets its own."""
+
+    def __init__(self, compiled, path, threads: int):
+        self.compiled, self.path, self.training = compiled, str(path), False
+        self.input_names = [i.get_any_name() for i in compiled.inputs]
+        self.metadata = {}
+        self.options = {"runtime": "openvino"} | {k: str(v) for k, v in ov_config(threads).items()}
+        self._local = threading.local()
+
+    def set_metadata(self, meta: dict) -> None:
+        self.metadata = dict(meta)
+
+    def _request(self):
+        req = getattr(self._local, "request", None)
+        if req is None:
+            req = self._local.request = self.compiled.create_infer_request()
+        return req
+
+    def to(self, device=None, *args, **kwargs):
+        if device is not None and torch.device(device).type != "cpu":
+            raise ValueError(f"the INT8 path runs on the CPU only, not {device}; use runtime='torch'")
+        return self
+
+    def eval(self):
+        return self
+
+    def run(self, *arrays) -> np.ndarray:
+        from plankton.runtime.onnx import _to_numpy
+
+        feed = {name: _to_numpy(a) for name, a in zip(self.input_names, arrays)}
+        out = self._request().infer(feed, share_inputs=True)
+        return np.array(out[0], copy=True)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path})"
+
+
+class OvDetectionModel(_OvModule):
+    """Drop-in for the detection network inside ``Detector`` (see
+    ``OrtDetectionModel``)."""
+
+    def __init__(self, compiled, path, threads, meta: dict):
+        super().__init__(compiled, path, threads)
+        self.set_metadata(meta)
+        self.stride = torch.tensor([float(s) for s in json.loads(meta.get("stride", "[8, 16, 32]"))])
+        self.names = json.loads(meta.get("names", '["plankton"]'))
+        self.end2end = meta.get("end2end", "false") == "true"
+
+    def fuse(self, verbose: bool = False):
+        return self
+
+    def __call__(self, x) -> torch.Tensor:
+        return torch.from_numpy(self.run(x))
+
+
+class OvEmbeddingModel(_OvModule):
+    """Drop-in for ``EmbeddingNet`` inside ``Identifier`` (see
+    ``OrtEmbeddingModel``)."""
+
+    def __init__(self, compiled, path, threads, meta: dict):
+        super().__init__(compiled, path, threads)
+        self.set_metadata(meta)
+        self.dim = int(meta.get("dim") or compiled.outputs[0].get_partial_shape()[-1].get_length())
+        self.backbone_name = meta.get("backbone", "")
+        self.input_size = int(meta.get("input_size", 0)) or None
+        self.size_features = int(compiled.inputs[1].get_partial_shape()[1].get_length()) if len(compiled.inputs) > 1 else 0
+
+    def __call__(self, x, sizes=None) -> torch.Tensor:
+        if self.size_features and sizes is None:
+            raise ValueError("this embedder takes the boxes' sizes too")
+        return torch.from_numpy(self.run(x, sizes) if self.size_features else self.run(x))
+
+
+def _ov_metadata(model) -> dict:
+    """The plankton metadata that ``training.quantize`` stores in the IR."""
+    try:
+        info = model.get_rt_info(["plankton"]).astype(dict)
+        return {str(k): v.astype(str) if hasattr(v, "astype") else str(v) for k, v in info.items()}
+    except Exception:  # no such section: an IR from elsewhere
+        return {}
+
+
+def load_openvino(path: str | Path, kind: str, threads: int):
+    """An IR .xml (weights in the .bin beside it) or an ONNX file, compiled
+    for the CPU and wrapped for ``kind`` ("detector" | "embedder"). Both
+    are plain graph and tensor files: nothing is unpickled."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(path))
+    meta = _ov_metadata(model)
+    compiled = core.compile_model(model, "CPU", ov_config(threads))
+    cls = OvDetectionModel if kind == "detector" else OvEmbeddingModel
+    return cls(compiled, path, threads, meta)
+
+
+def load_int8_models(folder: str | Path, config: dict, threads: int | None = None):
+    """(detector, embedder, runtime name) from the artifact's INT8 files.
+    Call ``int8_status`` first; this only loads."""
+    from plankton.runtime.onnx import default_threads, load_detector, load_embedder
+
+    folder = Path(folder)
+    route = config["int8"]["route"]
+    files = config["int8"].get("files") or dict(zip(("detector", "embedder"), ROUTE_FILES[route]))
+    det_file, emb_file = files["detector"], files["embedder"]  # the embedder may be the fp32 ONNX file: see training.quantize
+    threads = threads or default_threads()
+    if route == OPENVINO:
+        det, emb = load_openvino(folder / det_file, "detector", threads), load_openvino(folder / emb_file, "embedder", threads)
+    else:
+        det, emb = load_detector(folder / det_file, threads), load_embedder(folder / emb_file, threads)
+    return det, emb, RUNTIME_NAMES[route]
+
+
+__all__ = ["CPUINFO", "ONNXRUNTIME", "OPENVINO", "ROUTE_FILES", "RUNTIME_NAMES", "SOURCES", "OvDetectionModel", "OvEmbeddingModel", "cpu_flags",
+           "cpu_problem", "int8_isa", "int8_status", "load_int8_models", "load_openvino", "ov_config", "present_routes", "route_files", "with_weights"]
