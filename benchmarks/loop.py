@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import os
 import platform
-import queue
 import resource
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -87,54 +85,16 @@ def frame_paths(paths: list[str] | None, n: int | None) -> list[Path]:
 
 
 def decode_ahead(paths: list[Path], prefetch: int = 2):
-    """(path, image, decode seconds) per path, in order. With ``prefetch``
-    > 0 a thread decodes up to that many frames ahead (Pillow releases the
-    GIL while decoding), overlapping I/O and decoding with inference."""
+    """(path, image, decode seconds) per path, in order, decoded up to
+    ``prefetch`` frames ahead in a thread as ``plankton predict`` does
+    (``plankton.run.prefetch.ahead``); a frame that fails raises in turn."""
     from plankton.images import read_image
+    from plankton.run.prefetch import ahead
 
-    def one(p):
-        t = time.perf_counter()
-        image = read_image(p)
-        return p, image, time.perf_counter() - t
-
-    if prefetch <= 0:
-        for p in paths:
-            yield one(p)
-        return
-    q: queue.Queue = queue.Queue(maxsize=prefetch)
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work():
-        for p in paths:
-            if stop.is_set():
-                return
-            try:
-                item = one(p)
-            except BaseException as e:  # hand the error to the consumer
-                item = e
-            if not put(item):
-                return
-        put(None)
-
-    thread = threading.Thread(target=work, name="decode-ahead", daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+    for p, image, seconds in ahead(paths, read_image, depth=prefetch):
+        if isinstance(image, BaseException):
+            raise image
+        yield p, image, seconds
 
 
 class _TimedCall:

@@ -1,6 +1,6 @@
 """Measure issue 30's checks on frames the model did not learn from.
 
-    python -m training.check_unknowns --model models/default --coco DATA/annotations.coco.json --out work/unknowns [--split val]
+    python -m experiments.check_unknowns --model models/default --coco DATA/annotations.coco.json --out work/unknowns [--split val]
 
 1. ``predict`` on the split's frames: how many frames get quality flags
    (each one a false alarm: these frames are like the training ones);
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .args import coco_arg, model_arg
+from training.args import coco_arg, model_arg
 
 NONE = "no annotated object"
 
@@ -68,7 +68,7 @@ def _purity(clusters: Path, truth: dict[tuple, str]) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.check_unknowns", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.check_unknowns", description=__doc__.split("\n\n")[0])
     model_arg(p)
     coco_arg(p)
     p.add_argument("--images", default=None)

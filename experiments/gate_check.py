@@ -2,7 +2,7 @@
 it save? Issue 31's rule: it ships as the default only if validation
 recall and AP@0.5 stay within 0.005 of full-frame detection.
 
-    python -m training.gate_check --model models/default \\
+    python -m experiments.gate_check --model models/default \\
         --coco PATH/TO/studycase/annotations.coco.json [--set margin=64 ...]
 
 Prints one table: on the training frames, the share of the detector's
@@ -23,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .args import coco_arg, model_arg
+from training.args import coco_arg, model_arg
 from plankton.artifact.folder import load_artifact
 from plankton.coco import load_coco
 from plankton.model.gate import GateConfig, occupancy, small_grey, tile_occupancy, windows
 from plankton.geometry import tile_origins
 from plankton.images import read_image
 
-from .detection_metrics import coco_ap, precision_recall
+from training.detection_metrics import coco_ap, precision_recall
 
 TOLERANCE = 0.005
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     occ = occupancy_figures(coco, train_ids, gate, args.tiles, det.cfg.tile_overlap)
     val = validation_figures(det, coco, val_ids, gate, args.floor)
     result = {"cpu": cpu_name(), "runtime": cascade.runtime, "gate": gate.to_dict(), "train": occ, "validation": val,
-              "command": "python -m training.gate_check " + " ".join(argv if argv is not None else __import__("sys").argv[1:])}
+              "command": "python -m experiments.gate_check " + " ".join(argv if argv is not None else __import__("sys").argv[1:])}
 
     print(f"CPU: {result['cpu']}; runtime: {cascade.runtime}; gate: {gate.to_dict()}")
     grid = "; ".join(f"{t} px: {occ['empty_tile_share'][t]:.1%} of {occ['tiles'][t]}" for t in args.tiles)
