@@ -37,8 +37,9 @@ def _predict_s(folder: Path, extra: list[str], out: Path) -> float:
 def _bench_fps(frames: int, extra: list[str], tmp: Path) -> float:
     runtime = extra[extra.index("--runtime") + 1] if "--runtime" in extra else "auto"
     out = tmp / f"bench_{runtime}.json"
+    gate = [flag for flag in extra if flag in ("--gate", "--no-gate")]
     subprocess.run([sys.executable, "-m", "benchmarks.speed", "--runtime", runtime, "--frames", str(frames), "--compare", "none",
-                    "--refilter-repeats", "1", "--out", str(out)], cwd=REPO, check=True, capture_output=True)
+                    "--refilter-repeats", "1", *gate, "--out", str(out)], cwd=REPO, check=True, capture_output=True)
     return json.loads(out.read_text())["end_to_end"]["fps"]
 
 
