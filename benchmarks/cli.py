@@ -8,7 +8,8 @@ day to day; ratios measured together hold).
 one; start-up (imports, model load, the first frame) is the one-frame run,
 so frames/s is N / (t(N + 1) − t(1)). Each setting alternates with the
 others ``--repeats`` times and keeps its best. ``python -m benchmarks.speed``
-runs the same frames at the same settings for the CLI's share of it.
+runs the same frames at the same settings for the CLI's share of it (one
+frame at a time: ``--in-flight`` is the CLI's).
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from pathlib import Path
 
 from benchmarks.loop import DEFAULT_FRAMES, REPO, hardware
 
-SETTINGS = {"defaults": [], "fp32 ONNX, whole frames": ["--runtime", "onnx", "--no-gate"]}
+SETTINGS = {"defaults": [], "defaults, one frame at a time": ["--in-flight", "1"],
+            "fp32 ONNX, whole frames": ["--runtime", "onnx", "--no-gate"]}
 
 
 def _predict_s(folder: Path, extra: list[str], out: Path) -> float:
@@ -32,6 +34,14 @@ def _predict_s(folder: Path, extra: list[str], out: Path) -> float:
     subprocess.run([sys.executable, "-m", "plankton", "predict", str(folder), "--out", str(out), "--quiet", *extra],
                    cwd=REPO, check=True, capture_output=True)
     return time.perf_counter() - t
+
+
+def _bench_key(extra: list[str]) -> tuple:
+    """The CLI flags less ``--in-flight N``: the benchmark runs one frame at a time."""
+    if "--in-flight" not in extra:
+        return tuple(extra)
+    i = extra.index("--in-flight")
+    return tuple(extra[:i] + extra[i + 2:])
 
 
 def _bench_fps(frames: int, extra: list[str], tmp: Path) -> float:
@@ -62,7 +72,11 @@ def main(argv=None) -> dict:
             for name, extra in SETTINGS.items():
                 best[name] = min(best[name], _predict_s(many, extra, tmp / "out") - _predict_s(one, extra, tmp / "out"))
         cli = {name: round(args.frames / s, 3) for name, s in best.items()}
-        bench = {name: round(_bench_fps(args.frames, extra, tmp), 3) for name, extra in SETTINGS.items()}
+        measured: dict[tuple, float] = {}
+        for extra in SETTINGS.values():
+            if _bench_key(extra) not in measured:
+                measured[_bench_key(extra)] = round(_bench_fps(args.frames, extra, tmp), 3)
+        bench = {name: measured[_bench_key(extra)] for name, extra in SETTINGS.items()}
     ref = "fp32 ONNX, whole frames"
     from plankton.runtime.quantized import cpu_flags, int8_isa
 
@@ -71,7 +85,7 @@ def main(argv=None) -> dict:
               "frames": args.frames, "cli_fps": cli, "bench_fps": bench,
               "cli_vs_fp32": round(cli["defaults"] / cli[ref], 3), "cli_share_of_bench": {k: round(cli[k] / bench[k], 3) for k in SETTINGS}}
     for name in SETTINGS:
-        print(f"{name:26s} CLI {cli[name]:6.2f} frames/s   benchmark {bench[name]:6.2f}   CLI/benchmark {result['cli_share_of_bench'][name]:.2f}")
+        print(f"{name:30s} CLI {cli[name]:6.2f} frames/s   benchmark {bench[name]:6.2f}   CLI/benchmark {result['cli_share_of_bench'][name]:.2f}")
     print(f"CLI at its defaults / fp32 ONNX whole frames: {result['cli_vs_fp32']:.2f}x on {result['hardware'].get('cpu')} (8-bit kernels: {result['hardware']['int8_isa']})")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -74,11 +74,13 @@ def cmd_predict(args) -> int:
     path, resolved = _model_source(args)
     from plankton.artifact.folder import load_artifact
 
-    cascade = load_artifact(path, device=args.device, runtime=args.runtime)
+    # Ray workers load their own models; locally two frames share the cores (OpenVINO streams, ``cascade.frames_in_flight``).
+    cascade = load_artifact(path, device=args.device, runtime=args.runtime, streams=args.in_flight if args.engine == "local" else 1)
     cascade.detector.set_gate(args.gate)  # --no-gate: whole frames even where the model records a gate
     if not args.quiet:
         # Informational, so not prefixed like the warnings and errors.
-        print(f"runtime: {cascade.runtime}", file=sys.stderr, flush=True)
+        flight = f", {cascade.frames_in_flight} frames in flight" if args.engine == "local" and cascade.frames_in_flight > 1 else ""
+        print(f"runtime: {cascade.runtime}{flight}", file=sys.stderr, flush=True)
     opts = options(cascade, args)
     try:
         sample = _sample(args, cascade.config)
@@ -322,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="detector score threshold (default: the model's counting point, where false boxes balance misses; as low as the model's candidate floor, 0.05, for review)")
     pr.add_argument("--tile", action=argparse.BooleanOptionalAction, default=None, help="sliced inference for small objects (default: the model's)")
     pr.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None, help="detect only where a cheap pass finds something (default: the model's; docs/speed-gate.md)")
+    pr.add_argument("--in-flight", type=_positive, default=2, metavar="N",
+                    help="frames analysed at once by the OpenVINO INT8 runtime, sharing the cores (default %(default)s; 1: one at a time; other runtimes run one)")
     pr.add_argument("--annotate", action="store_true", help="also write annotated images to OUT/annotated/")
     pr.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT: frames it finished are not redone")
     pr.add_argument("--compare-model", default=None, metavar="DIR", help="also run model DIR on the same frames (OUT/model_b) and compare (OUT/compare)")

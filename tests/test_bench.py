@@ -87,3 +87,32 @@ def test_decode_ahead_keeps_order_and_reports_bad_files(small_frames, tmp_path, 
     assert next(it)[0] == small_frames[0]
     with pytest.raises(ImageError, match="bad.jpg"):
         next(it)
+
+
+def test_cli_benchmark_pairs_the_cli_with_the_benchmark(tmp_path):
+    """One frame, one repeat, on the bundled model: every setting is timed
+    through the CLI and the benchmark, and the ratios are the ones printed."""
+    from benchmarks import cli
+
+    out = tmp_path / "cli.json"
+    with redirect_stdout(io.StringIO()):
+        r = cli.main(["--frames", "1", "--repeats", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == r
+    assert set(r["cli_fps"]) == set(r["bench_fps"]) == set(cli.SETTINGS)
+    assert r["bench_fps"]["defaults"] == r["bench_fps"]["defaults, one frame at a time"]  # one benchmark run serves both
+    assert r["cli_vs_fp32"] == round(r["cli_fps"]["defaults"] / r["cli_fps"]["fp32 ONNX, whole frames"], 3)
+    assert cli._bench_key(["--runtime", "onnx", "--in-flight", "2", "--no-gate"]) == ("--runtime", "onnx", "--no-gate")
+
+
+def test_openvino_stream_ceiling_runs_on_the_bundled_detector(tmp_path):
+    from plankton.artifact.manifest import DEFAULT_MODEL_DIR, read_config
+    from plankton.runtime.quantized import cpu_problem
+
+    from benchmarks import ov_streams
+
+    problem = cpu_problem(read_config(DEFAULT_MODEL_DIR, check_files=False)["int8"])
+    if problem is not None:
+        pytest.skip(f"this CPU may not run the bundled INT8 files: {problem}")
+    with redirect_stdout(io.StringIO()):
+        r = ov_streams.main(["--frames", "2", "--repeats", "1", "--out", str(tmp_path / "ov.json")])
+    assert r["input"] == [1, 3, 1088, 1920] and len(r["network_fps"]) == 2

@@ -108,7 +108,7 @@ def _load_weights(module: torch.nn.Module, path: Path) -> None:
     module.load_state_dict(state)
 
 
-def build_cascade(config: dict, folder: str | Path, runtime: str = "torch", device: str = "cpu") -> Cascade:
+def build_cascade(config: dict, folder: str | Path, runtime: str = "torch", device: str = "cpu", streams: int = 1) -> Cascade:
     """The one way a Cascade is built from a config: detector and identifier
     configs from its sections (the backbone registry supplies the
     normalisation), networks from the folder's safetensors, or from its
@@ -119,7 +119,7 @@ def build_cascade(config: dict, folder: str | Path, runtime: str = "torch", devi
     if runtime != "torch":
         from plankton.runtime.registry import load_onnx_models
 
-        onnx_models = load_onnx_models(folder, config, runtime, device)  # None: use torch
+        onnx_models = load_onnx_models(folder, config, runtime, device, streams=streams)  # None: use torch
     try:
         d = dict(config["detector"])
         yaml = d.pop("yaml", None) or d["architecture"]
@@ -172,16 +172,18 @@ def _count_evidence(config: dict, folder: Path, names: list[str]):
     return evidence.for_names(list(names))
 
 
-def load_artifact(folder: str | Path | None = None, device: str = "cpu", verify: bool = True, runtime: str = "torch") -> Cascade:
+def load_artifact(folder: str | Path | None = None, device: str = "cpu", verify: bool = True, runtime: str = "torch", streams: int = 1) -> Cascade:
     """Build a ready Cascade from an artifact folder (default:
     $PLANKTON_MODEL_DIR, else the bundled model). The config, weights and
     prototypes must agree, else ArtifactError. ``verify``: check every
     file's checksum (skip only for a folder just verified, e.g. a Hub
     download). ``runtime``: "torch" (default); "onnx": the folder's ONNX
     files in ONNX Runtime (CPU); "auto": the fastest usable ONNX files,
-    else torch. ``cascade.runtime`` says which one runs."""
+    else torch. ``cascade.runtime`` says which one runs. ``streams``: how
+    many frames the OpenVINO INT8 networks may run at once
+    (``cascade.frames_in_flight``; other runtimes run one)."""
     folder = model_dir(folder)
-    return build_cascade(read_config(folder, check_files=verify), folder, runtime, device)
+    return build_cascade(read_config(folder, check_files=verify), folder, runtime, device, streams)
 
 
 __all__ = ["ArtifactError", "build_cascade", "load_artifact", "save_artifact"]

@@ -97,6 +97,13 @@ class Cascade:
         self.counts = counts
 
     @property
+    def frames_in_flight(self) -> int:
+        """Frames worth analysing at once from separate threads: the
+        OpenVINO streams the networks were compiled with, else 1 (one
+        ONNX Runtime or PyTorch call already uses every core)."""
+        return min(int(getattr(self.detector.model, "streams", 1)), int(getattr(self.identifier.model, "streams", 1)))
+
+    @property
     def counting(self) -> dict:
         return self.config.get("counting") or {}
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -107,16 +109,39 @@ def keep(out: Path, outcome: Outcome) -> None:
         atomic_write_bytes(staged(out, outcome.key), outcome.jpeg)
 
 
-def run_local(cascade, items: Iterable[Item], opts: Options, out: Path, journal, report: Callable[[str], None], progress) -> tuple[dict, bool]:
-    """The local engine: frames one after another in this process, each
-    decoded while the one before it is analysed.
+def _decoded(image):
+    if isinstance(image, BaseException) and not isinstance(image, ImageError):
+        raise image
+    return image
+
+
+def outcomes(cascade, items: Iterable[Item], opts: Options, in_flight: int = 1):
+    """Outcomes in input order. The next frames decode in a thread while the
+    models run; with ``in_flight`` > 1, that many frames are analysed at
+    once, each in its own thread (``cascade.frames_in_flight``)."""
+    decoded = ahead(items, lambda it: decode(it, opts.max_pixels), depth=PREFETCH)
+    if in_flight <= 1:
+        for item, image, _ in decoded:
+            yield run_item(cascade, item, opts, _decoded(image))
+        return
+    with ThreadPoolExecutor(in_flight, thread_name_prefix="frame") as pool:
+        pending = deque()
+        for item, image, _ in decoded:
+            pending.append(pool.submit(run_item, cascade, item, opts, _decoded(image)))
+            if len(pending) >= in_flight:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def run_local(cascade, items: Iterable[Item], opts: Options, out: Path, journal, report: Callable[[str], None], progress,
+              in_flight: int | None = None) -> tuple[dict, bool]:
+    """The local engine: frames in this process, decoded ahead, and
+    ``in_flight`` (default: ``cascade.frames_in_flight``) analysed at once.
     Returns ({key: FrameResult}, whether any input was bad)."""
     frames, bad = dict(journal.done), False
-    # The next frame decodes in a thread while the models run on this one.
-    for item, image, _ in ahead(items, lambda it: decode(it, opts.max_pixels), depth=PREFETCH):
-        if isinstance(image, BaseException) and not isinstance(image, ImageError):
-            raise image
-        outcome = run_item(cascade, item, opts, image)
+    in_flight = cascade.frames_in_flight if in_flight is None else in_flight
+    for outcome in outcomes(cascade, items, opts, in_flight):
         if outcome.error:
             report(outcome.error)
             bad = True
@@ -185,4 +210,4 @@ def export_ecotaxa(out: Path, paths: list[str], frames: dict[str, FrameResult], 
     return tsv
 
 
-__all__ = ["Options", "Outcome", "options", "settings", "run_item", "run_local", "keep", "staged", "write_outputs", "export_ecotaxa"]
+__all__ = ["Options", "Outcome", "options", "settings", "run_item", "outcomes", "run_local", "keep", "staged", "write_outputs", "export_ecotaxa"]

@@ -128,12 +128,17 @@ def int8_status(folder: str | Path, config: dict, route: str | None = None) -> s
 # ---------------------------------------------------------------- OpenVINO
 
 
-def ov_config(threads: int) -> dict:
-    """One stream of ``threads`` threads; f32 for what is not quantized:
-    on CPUs with bf16 or AMX, OpenVINO would otherwise run those layers in
-    bf16, which the parity run did not measure. No core pinning: the
-    decode thread and the web server share these cores."""
-    return {"INFERENCE_NUM_THREADS": int(threads), "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+def ov_config(threads: int, streams: int = 1) -> dict:
+    """``threads`` threads in all, in ``streams`` streams: one stream answers
+    one frame soonest (the app); two let two frames run at once, each on
+    its share of the cores, which keeps the cores busy while the other
+    frame is in Python (the CLI). f32 for what is not quantized: on CPUs
+    with bf16 or AMX, OpenVINO would otherwise run those layers in bf16,
+    which the parity run did not measure. No core pinning: the decode
+    thread and the web server share these cores. A stream needs a thread
+    of its own, so there are at most ``threads`` streams."""
+    streams = max(1, min(int(streams), int(threads)))
+    return {"INFERENCE_NUM_THREADS": int(threads), "NUM_STREAMS": streams, "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
             "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
 
 
@@ -141,11 +146,12 @@ class _OvModule:
     """The ``_OrtModule`` interface over an OpenVINO compiled model. An
     infer request is not thread-safe, so each thread gets its own."""
 
-    def __init__(self, compiled, path, threads: int):
+    def __init__(self, compiled, path, threads: int, streams: int = 1):
         self.compiled, self.path, self.training = compiled, str(path), False
+        self.streams = int(compiled.get_property("NUM_STREAMS"))  # what OpenVINO made of the request
         self.input_names = [i.get_any_name() for i in compiled.inputs]
         self.metadata = {}
-        self.options = {"runtime": "openvino"} | {k: str(v) for k, v in ov_config(threads).items()}
+        self.options = {"runtime": "openvino"} | {k: str(v) for k, v in ov_config(threads, streams).items()}
         self._local = threading.local()
 
     def set_metadata(self, meta: dict) -> None:
@@ -180,8 +186,8 @@ class OvDetectionModel(_OvModule):
     """Drop-in for the detection network inside ``Detector`` (see
     ``OrtDetectionModel``)."""
 
-    def __init__(self, compiled, path, threads, meta: dict):
-        super().__init__(compiled, path, threads)
+    def __init__(self, compiled, path, threads, meta: dict, streams: int = 1):
+        super().__init__(compiled, path, threads, streams)
         self.set_metadata(meta)
         self.stride = torch.tensor([float(s) for s in json.loads(meta.get("stride", "[8, 16, 32]"))])
         self.names = json.loads(meta.get("names", '["plankton"]'))
@@ -198,8 +204,8 @@ class OvEmbeddingModel(_OvModule):
     """Drop-in for ``EmbeddingNet`` inside ``Identifier`` (see
     ``OrtEmbeddingModel``)."""
 
-    def __init__(self, compiled, path, threads, meta: dict):
-        super().__init__(compiled, path, threads)
+    def __init__(self, compiled, path, threads, meta: dict, streams: int = 1):
+        super().__init__(compiled, path, threads, streams)
         self.set_metadata(meta)
         self.dim = int(meta.get("dim") or compiled.outputs[0].get_partial_shape()[-1].get_length())
         self.backbone_name = meta.get("backbone", "")
@@ -221,7 +227,7 @@ def _ov_metadata(model) -> dict:
         return {}
 
 
-def load_openvino(path: str | Path, kind: str, threads: int):
+def load_openvino(path: str | Path, kind: str, threads: int, streams: int = 1):
     """An IR .xml (weights in the .bin beside it) or an ONNX file, compiled
     for the CPU and wrapped for ``kind`` ("detector" | "embedder"). Both
     are plain graph and tensor files: nothing is unpickled."""
@@ -230,14 +236,15 @@ def load_openvino(path: str | Path, kind: str, threads: int):
     core = ov.Core()
     model = core.read_model(str(path))
     meta = _ov_metadata(model)
-    compiled = core.compile_model(model, "CPU", ov_config(threads))
+    compiled = core.compile_model(model, "CPU", ov_config(threads, streams))
     cls = OvDetectionModel if kind == "detector" else OvEmbeddingModel
-    return cls(compiled, path, threads, meta)
+    return cls(compiled, path, threads, meta, streams)
 
 
-def load_int8_models(folder: str | Path, config: dict, threads: int | None = None):
+def load_int8_models(folder: str | Path, config: dict, threads: int | None = None, streams: int = 1):
     """(detector, embedder, runtime name) from the artifact's INT8 files.
-    Call ``int8_status`` first; this only loads."""
+    Call ``int8_status`` first; this only loads. ``streams``: see ``ov_config``
+    (OpenVINO only)."""
     from plankton.runtime.onnx import default_threads, load_detector, load_embedder
 
     folder = Path(folder)
@@ -246,7 +253,7 @@ def load_int8_models(folder: str | Path, config: dict, threads: int | None = Non
     det_file, emb_file = files["detector"], files["embedder"]  # the embedder may be the fp32 ONNX file: see training.quantize
     threads = threads or default_threads()
     if route == OPENVINO:
-        det, emb = load_openvino(folder / det_file, "detector", threads), load_openvino(folder / emb_file, "embedder", threads)
+        det, emb = load_openvino(folder / det_file, "detector", threads, streams), load_openvino(folder / emb_file, "embedder", threads, streams)
     else:
         det, emb = load_detector(folder / det_file, threads), load_embedder(folder / emb_file, threads)
     return det, emb, RUNTIME_NAMES[route]

@@ -29,14 +29,14 @@ def _embedder_problem(path: Path, emb, config: dict) -> str | None:
     return None
 
 
-def _load_int8(folder: Path, config: dict, runtime: str, device: str, threads: int | None):
+def _load_int8(folder: Path, config: dict, runtime: str, device: str, threads: int | None, streams: int = 1):
     """(models, None) or (None, why not) for the INT8 files."""
     problem = int8_status(folder, config, INT8_RUNTIMES.get(runtime))
     if problem is None and torch.device(device).type != "cpu":
         problem = f"the INT8 path runs on the CPU only, not {device}"
     if problem is None:
         try:
-            det, emb, name = load_int8_models(folder, config, threads)
+            det, emb, name = load_int8_models(folder, config, threads, streams)
             problem = _embedder_problem(folder / ROUTE_FILES[config["int8"]["route"]][1], emb, config)
             if problem is None:
                 return (det, emb, name), None
@@ -61,20 +61,21 @@ def auto_runtime(folder: str | Path, config: dict) -> dict:
     return {"runtime": "torch", "why_not": why_not}
 
 
-def load_onnx_models(folder: str | Path, config: dict, runtime: str = "auto", device: str = "cpu", threads: int | None = None):
+def load_onnx_models(folder: str | Path, config: dict, runtime: str = "auto", device: str = "cpu", threads: int | None = None, streams: int = 1):
     """For ``build_cascade``: (detector, embedder, runtime name), or None
     when PyTorch should run. ``runtime="auto"`` takes the INT8 files when
     ``quantized.int8_status`` finds them usable, else the fp32 ONNX files
     when current, else None; INT8 or ONNX files that are present but
     unusable get a warning saying why. An explicit runtime ("onnx", "int8",
-    "onnx-int8", "openvino-int8") that cannot be used is an ArtifactError."""
+    "onnx-int8", "openvino-int8") that cannot be used is an ArtifactError.
+    ``streams``: frames OpenVINO may run at once (``quantized.ov_config``)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
     if runtime == "torch":
         return None
     folder = Path(folder)
     if runtime in INT8_RUNTIMES or runtime == "auto":
-        models, problem = _load_int8(folder, config, runtime, device, threads)
+        models, problem = _load_int8(folder, config, runtime, device, threads, streams)
         if models is not None:
             return models
         if runtime != "auto":
