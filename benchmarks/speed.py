@@ -277,8 +277,15 @@ def main(argv=None) -> int:
     from plankton.runtime.onnx import default_threads
 
     args.threads = max(1, args.threads or default_threads())
+    previous = os.environ.get("PLANKTON_THREADS")
     os.environ["PLANKTON_THREADS"] = str(args.threads)  # ONNX Runtime sessions, here and in the cold-start child
-    result = benchmark(args)
+    try:
+        result = benchmark(args)
+    finally:  # main() is also called in-process (tests): leave the caller's setting as it was
+        if previous is None:
+            os.environ.pop("PLANKTON_THREADS", None)
+        else:
+            os.environ["PLANKTON_THREADS"] = previous
     text = json.dumps(result, indent=2)
     if args.out:
         from plankton.files import atomic_write_text

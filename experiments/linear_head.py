@@ -1,0 +1,125 @@
+"""Issue 26: would a linear classifier on the bundled embeddings (and the
+box's size) name species better than the nearest prototype? The issue's
+own probe (a logistic regression on the shipped embeddings plus log box
+size) raised kept-apart top-1; this measures it against F1-macro too, on
+the same frames and folds as ``experiments.tta_evidence`` (no GPU needed).
+
+    python -m training.prepare --coco PATH/annotations.coco.json --out work/data --no-audit
+    python -m experiments.linear_head --model models/default --crops work/data/crops.json --out docs/linear_head.json
+
+The classifier is fitted on the training frames' crops (species with fewer
+than 10 get their 8 rotations and mirrors, as the prototypes do). Its
+regularisation C and class weighting are chosen by 5-fold cross-validation
+over training frames, by F1-macro: nothing is chosen on a validation frame.
+Arms, scored closed-set on the validation frames' known objects (5 folds ×
+2 fold seeds → mean ± sd; pooled F1 by training boxes):
+
+- ``prototype``: the nearest mean prototype (what ships);
+- ``linear``: multinomial logistic regression on the 512-d embedding;
+- ``linear_size``: the same plus log side and log aspect of the box.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+from sklearn.model_selection import GroupKFold
+from tqdm import tqdm
+
+from experiments.tta_evidence import BINS, RARE_VIEWS, embed_views, prototypes, scores
+from plankton.artifact.folder import load_artifact
+from training.crops_data import FrameCache, load_index
+
+GRID = [(c, w) for c in (0.3, 1.0, 3.0, 10.0) for w in (None, "balanced")]
+
+
+def box_features(records: list[dict]) -> np.ndarray:
+    """N×2: log √(w·h) and log(w/h), pixels."""
+    b = np.array([r["xyxy"] for r in records], np.float64)
+    w, h = np.maximum(b[:, 2] - b[:, 0], 1), np.maximum(b[:, 3] - b[:, 1], 1)
+    return np.stack([0.5 * np.log(w * h), np.log(w / h)], 1)
+
+
+def with_views(views: np.ndarray, labels: np.ndarray, extra: np.ndarray, groups: np.ndarray):
+    """One view per crop, all 8 for rare species: (X, y, groups)."""
+    rare = np.bincount(labels)[labels] < RARE_VIEWS
+    x = np.concatenate([views[0], views[1:, rare].reshape(-1, views.shape[-1])])
+    idx = np.concatenate([np.arange(len(labels)), np.tile(np.flatnonzero(rare), 7)])
+    return np.hstack([x, extra[idx]]), labels[idx], groups[idx]
+
+
+def fit(x, y, c, weight):
+    return LogisticRegression(C=c, class_weight=weight, max_iter=2000).fit(x, y)
+
+
+def choose(x, y, groups) -> tuple[float, str | None, dict]:
+    """(C, class weight) by F1-macro over 5 folds of training frames."""
+    table = {}
+    for c, w in tqdm(GRID, desc="C × weighting", unit="setting"):
+        pred = np.empty_like(y)
+        for tr, te in GroupKFold(5).split(x, y, groups):
+            pred[te] = fit(x[tr], y[tr], c, w).predict(x[te])
+        table[f"C={c} weight={w}"] = round(float(f1_score(y, pred, average="macro", zero_division=0)), 4)
+    best = max(GRID, key=lambda g: table[f"C={g[0]} weight={g[1]}"])
+    return best[0], best[1], table
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="models/default")
+    p.add_argument("--crops", required=True, help="crops.json from training.prepare (the model's own frame split)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    identifier = load_artifact(args.model).identifier
+    names = list(identifier.prototypes.names)
+    train = [r for r in load_index(args.crops, "train", names)[0] if r["label"] >= 0]
+    val = [r for r in load_index(args.crops, "val", names)[0] if r["label"] >= 0]
+    cache = FrameCache([r["file"] for r in train + val])
+    tv, _, _ = embed_views(identifier, train, cache, "training crops × 8")
+    vv, _, _ = embed_views(identifier, val, cache, "validation crops × 8")
+    tl = np.array([r["label"] for r in train])
+    true = np.asarray(names, object)[[r["label"] for r in val]]
+    frames = np.array([r["image_id"] for r in val])
+    size_t, size_v = box_features(train), box_features(val)
+    mu, sd = size_t.mean(0), size_t.std(0)
+    size_t, size_v = (size_t - mu) / sd, (size_v - mu) / sd
+    groups = np.array([r["image_id"] for r in train])
+    pred = {"prototype": np.asarray(names, object)[np.argmax(prototypes(tv, tl, names, False).similarity(vv[0]), 1)]}
+    chosen = {}
+    for arm, (et, ev) in {"linear": (np.zeros((len(tl), 0)), np.zeros((len(val), 0))), "linear_size": (size_t, size_v)}.items():
+        x, y, g = with_views(tv, tl, et, groups)
+        c, w, table = choose(x, y, g)
+        chosen[arm] = {"C": c, "class_weight": w, "training_cv_f1_macro": table}
+        pred[arm] = np.asarray(names, object)[fit(x, y, c, w).predict(np.hstack([vv[0], ev]))]
+    rows = []
+    for seed in (0, 1):
+        uf = np.unique(frames)
+        fold_of = dict(zip(np.random.default_rng(seed).permutation(uf), np.arange(len(uf)) % 5))
+        fold = np.array([fold_of[f] for f in frames])
+        rows += [{"seed": seed, "fold": k} | {a: scores(true[fold == k], pred[a][fold == k]) for a in pred} for k in range(5)]
+    support = Counter(names[l] for l in tl)
+    summary = {a: {m: [round(float(np.mean([r[a][m] for r in rows])), 4), round(float(np.std([r[a][m] for r in rows])), 4)] for m in ("top1", "f1_macro")}
+               | {"pooled": {k: round(v, 4) for k, v in scores(true, pred[a]).items()},
+                  "pooled_f1_by_training_boxes": {b: round(float(f1_score(true, pred[a], labels=ls, average="macro", zero_division=0)), 4)
+                                                  for b, (lo, hi) in BINS.items() if (ls := sorted(c for c in set(true) if lo <= support[c] <= hi))},
+                  "folds_won_lost_against_prototype": [sum(r[a]["f1_macro"] > r["prototype"]["f1_macro"] for r in rows),
+                                                       sum(r[a]["f1_macro"] < r["prototype"]["f1_macro"] for r in rows)]}
+               for a in pred}
+    result = {"objects": int(len(true)), "frames": int(len(np.unique(frames))), "training_crops": len(train), "chosen_on_training_frames": chosen,
+              "mean_sd_over_folds": summary, "folds_detail": rows}
+    for a, s in summary.items():
+        print(f"{a:12s} top-1 {s['top1'][0]:.4f} ± {s['top1'][1]:.4f}  F1-macro {s['f1_macro'][0]:.4f} ± {s['f1_macro'][1]:.4f}  "
+              f"pooled {s['pooled']['top1']:.4f} / {s['pooled']['f1_macro']:.4f}  by training boxes {s['pooled_f1_by_training_boxes']}  "
+              f"F1 folds won/lost {s['folds_won_lost_against_prototype']}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
