@@ -34,8 +34,7 @@ from sklearn.metrics import f1_score
 
 from plankton.coco import CocoDataset, load_coco
 from plankton.results import NOT_PLANKTON
-
-_EMPTY = None  # pseudo-category of frames without boxes, so they spread too
+from training.splits import _EMPTY, frame_counts  # _EMPTY: frames without boxes spread like a category of their own
 BINS = {"1-3": (1, 3), "4-9": (4, 9), "10-49": (10, 49), ">=50": (50, 10**9)}  # training boxes of a species
 VIEWS, MODES = ("plain", "tta"), ("mean", "subcenter")
 
@@ -67,15 +66,7 @@ def assign_folds(ds: CocoDataset, k: int = 5, seed: int = 0) -> list[list[int]]:
     if not 2 <= k <= len(ids):
         raise ValueError(f"{k} folds need between 2 and {len(ids)} (the number of frames)")
     rng = random.Random(seed)
-    counts: dict[int, Counter] = {i: Counter() for i in ids}
-    for b in ds.boxes:
-        counts[b.image_id][b.category_id] += 1
-    for c in counts.values():
-        if not c:
-            c[_EMPTY] = 1
-    total: Counter = Counter()
-    for c in counts.values():
-        total.update(c)
+    counts, total = frame_counts(ds)
     frames_of = defaultdict(list)
     for i in ids:
         for c in counts[i]:

@@ -23,7 +23,6 @@ Arms, scored closed-set on the validation frames' known objects (5 folds ×
 """
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 from pathlib import Path
@@ -34,9 +33,8 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import GroupKFold
 from tqdm import tqdm
 
-from experiments.tta_evidence import BINS, RARE_VIEWS, embed_views, prototypes, scores
-from plankton.artifact.folder import load_artifact
-from training.crops_data import FrameCache, load_index
+from experiments.tta_evidence import RARE_VIEWS, embed_split, parser, prototypes
+from experiments.validation_folds import fold_rows, print_summary, summarise
 
 GRID = [(c, w) for c in (0.3, 1.0, 3.0, 10.0) for w in (None, "balanced")]
 HYBRID_K = (4, 10)
@@ -93,21 +91,9 @@ def choose_k(tv, tl, names, groups, c, w) -> tuple[int, dict]:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="models/default")
-    p.add_argument("--crops", required=True, help="crops.json from training.prepare (the model's own frame split)")
-    p.add_argument("--out", default=None)
-    args = p.parse_args(argv)
-    identifier = load_artifact(args.model).identifier
-    names = list(identifier.prototypes.names)
-    train = [r for r in load_index(args.crops, "train", names)[0] if r["label"] >= 0]
-    val = [r for r in load_index(args.crops, "val", names)[0] if r["label"] >= 0]
-    cache = FrameCache([r["file"] for r in train + val])
-    tv, _, _ = embed_views(identifier, train, cache, "training crops × 8")
-    vv, _, _ = embed_views(identifier, val, cache, "validation crops × 8")
-    tl = np.array([r["label"] for r in train])
-    true = np.asarray(names, object)[[r["label"] for r in val]]
-    frames = np.array([r["image_id"] for r in val])
+    args = parser(__doc__).parse_args(argv)
+    v = embed_split(args.model, args.crops)
+    names, train, val, tv, vv, tl, true, frames = v.names, v.train, v.val, v.tv, v.vv, v.tl, v.true, v.frames
     size_t, size_v = box_features(train), box_features(val)
     mu, sd = size_t.mean(0), size_t.std(0)
     size_t, size_v = (size_t - mu) / sd, (size_v - mu) / sd
@@ -125,26 +111,11 @@ def main(argv=None) -> dict:
     index = {n: i for i, n in enumerate(names)}
     as_idx = lambda a: np.array([index[n] for n in a])  # noqa: E731
     pred["hybrid"] = np.asarray(names, object)[hybrid(as_idx(pred["prototype"]), as_idx(pred["linear"]), np.bincount(tl, minlength=len(names)), k)]
-    rows = []
-    for seed in (0, 1):
-        uf = np.unique(frames)
-        fold_of = dict(zip(np.random.default_rng(seed).permutation(uf), np.arange(len(uf)) % 5))
-        fold = np.array([fold_of[f] for f in frames])
-        rows += [{"seed": seed, "fold": k} | {a: scores(true[fold == k], pred[a][fold == k]) for a in pred} for k in range(5)]
-    support = Counter(names[l] for l in tl)
-    summary = {a: {m: [round(float(np.mean([r[a][m] for r in rows])), 4), round(float(np.std([r[a][m] for r in rows])), 4)] for m in ("top1", "f1_macro")}
-               | {"pooled": {k: round(v, 4) for k, v in scores(true, pred[a]).items()},
-                  "pooled_f1_by_training_boxes": {b: round(float(f1_score(true, pred[a], labels=ls, average="macro", zero_division=0)), 4)
-                                                  for b, (lo, hi) in BINS.items() if (ls := sorted(c for c in set(true) if lo <= support[c] <= hi))},
-                  "folds_won_lost_against_prototype": [sum(r[a]["f1_macro"] > r["prototype"]["f1_macro"] for r in rows),
-                                                       sum(r[a]["f1_macro"] < r["prototype"]["f1_macro"] for r in rows)]}
-               for a in pred}
+    rows = fold_rows(true, pred, frames)
+    summary = summarise(true, pred, rows, Counter(names[l] for l in tl), baseline="prototype")
     result = {"objects": int(len(true)), "frames": int(len(np.unique(frames))), "training_crops": len(train), "chosen_on_training_frames": chosen,
               "mean_sd_over_folds": summary, "folds_detail": rows}
-    for a, s in summary.items():
-        print(f"{a:12s} top-1 {s['top1'][0]:.4f} ± {s['top1'][1]:.4f}  F1-macro {s['f1_macro'][0]:.4f} ± {s['f1_macro'][1]:.4f}  "
-              f"pooled {s['pooled']['top1']:.4f} / {s['pooled']['f1_macro']:.4f}  by training boxes {s['pooled_f1_by_training_boxes']}  "
-              f"F1 folds won/lost {s['folds_won_lost_against_prototype']}")
+    print_summary(summary)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
     return result

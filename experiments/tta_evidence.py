@@ -26,10 +26,10 @@ import argparse
 import json
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import f1_score
 from tqdm import tqdm
 
 from plankton.artifact.folder import load_artifact
@@ -39,8 +39,9 @@ from plankton.model.prototypes import Prototypes
 from training.build_prototypes import dihedral_views
 from training.crops_data import FrameCache, load_index
 
+from experiments.validation_folds import fold_rows, print_summary, summarise
+
 RARE_VIEWS = 10
-BINS = {"1-3": (1, 3), "4-9": (4, 9), "10-49": (10, 49), ">=50": (50, 10**9)}
 
 
 def embed_views(identifier, records: list[dict], cache: FrameCache, desc: str) -> tuple[np.ndarray, float, float]:
@@ -77,61 +78,77 @@ def prototypes(views: np.ndarray, labels: np.ndarray, names: list[str], average:
     return Prototypes.build(emb, lab, names, mode="mean", keep_support=False)
 
 
-def scores(true: np.ndarray, pred: np.ndarray) -> dict:
-    return {"top1": float((true == pred).mean()), "f1_macro": float(f1_score(true, pred, labels=sorted(set(true)), average="macro", zero_division=0))}
-
-
 def shipped_top1(vs: ValidationSet, names: list[str]) -> float:
     """Closed-set top-1 of the validation set training.evaluate stored: the one_view arm should reproduce it."""
     keep = np.isin(np.asarray(vs.true_names, object), names)
     return float((np.asarray(vs.class_names, object)[np.argmax(vs.similarity[keep], 1)] == np.asarray(vs.true_names, object)[keep]).mean())
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@dataclass
+class Views:
+    """The model's validation split as 8 views each: training and validation
+    crops of known species, their 8×N×D embeddings, labels and frames."""
+
+    names: list[str]
+    train: list[dict]
+    val: list[dict]
+    tv: np.ndarray
+    vv: np.ndarray
+    seconds: tuple[float, float]  # the validation crops: one view, all 8 views
+
+    @property
+    def tl(self) -> np.ndarray:
+        return np.array([r["label"] for r in self.train])
+
+    @property
+    def true(self) -> np.ndarray:
+        return np.asarray(self.names, object)[[r["label"] for r in self.val]]
+
+    @property
+    def frames(self) -> np.ndarray:
+        return np.array([r["image_id"] for r in self.val])
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="models/default")
     p.add_argument("--crops", required=True, help="crops.json from training.prepare (the model's own frame split)")
     p.add_argument("--out", default=None)
-    args = p.parse_args(argv)
-    cascade = load_artifact(args.model)
-    identifier = cascade.identifier
-    vs = ValidationSet.load(Path(args.model) / "validation.safetensors")
-    names = list(vs.class_names)
-    split = json.loads((Path(args.model) / "training.json").read_text())["split"]
-    train, _, _ = load_index(args.crops, "train", names)
-    val, _, _ = load_index(args.crops, "val", names)
+    return p
+
+
+def embed_split(model: str, crops: str) -> Views:
+    """Every known crop of the model's own split, embedded in 8 views; refuses
+    a crops.json that splits the frames otherwise."""
+    identifier = load_artifact(model).identifier
+    names = list(identifier.prototypes.names)
+    split = json.loads((Path(model) / "training.json").read_text())["split"]
+    train = [r for r in load_index(crops, "train", names)[0] if r["label"] >= 0]
+    val = [r for r in load_index(crops, "val", names)[0] if r["label"] >= 0]
     if {Path(r["file"]).name.split("_", 1)[-1] for r in val} != {Path(f).name for f in split["val_files"]}:
         raise SystemExit("crops.json splits the frames differently from the model: run training.prepare with the model's split seed")
-    train = [r for r in train if r["label"] >= 0]
-    val = [r for r in val if r["label"] >= 0]
     cache = FrameCache([r["file"] for r in train + val])
     tv, _, _ = embed_views(identifier, train, cache, "training crops × 8")
     vv, t_one, t_all = embed_views(identifier, val, cache, "validation crops × 8")
-    tl = np.array([r["label"] for r in train])
-    true = np.asarray(names, object)[[r["label"] for r in val]]
-    frames = np.array([r["image_id"] for r in val])
+    return Views(names, train, val, tv, vv, (t_one, t_all))
+
+
+def main(argv=None) -> dict:
+    args = parser(__doc__).parse_args(argv)
+    v = embed_split(args.model, args.crops)
+    vs = ValidationSet.load(Path(args.model) / "validation.safetensors")
+    names, train, tv, vv, tl, true, frames = v.names, v.train, v.tv, v.vv, v.tl, v.true, v.frames
+    t_one, t_all = v.seconds
     arms = {"one_view": (prototypes(tv, tl, names, False), vv[0]), "tta": (prototypes(tv, tl, names, False), unit(vv.mean(0))),
             "tta_both": (prototypes(tv, tl, names, True), unit(vv.mean(0)))}
     pred = {a: np.asarray(pr.names, object)[np.argmax(pr.similarity(q), 1)] for a, (pr, q) in arms.items()}
-    rows = []
-    for seed in (0, 1):
-        uf = np.unique(frames)
-        fold_of = dict(zip(np.random.default_rng(seed).permutation(uf), np.arange(len(uf)) % 5))
-        fold = np.array([fold_of[f] for f in frames])
-        rows += [{"seed": seed, "fold": k} | {a: scores(true[fold == k], pred[a][fold == k]) for a in arms} for k in range(5)]
-    support = Counter(names[l] for l in tl)
-    summary = {a: {m: [round(float(np.mean([r[a][m] for r in rows])), 4), round(float(np.std([r[a][m] for r in rows])), 4)] for m in ("top1", "f1_macro")}
-               | {"pooled": {k: round(v, 4) for k, v in scores(true, pred[a]).items()},
-                  "pooled_f1_by_training_boxes": {b: round(float(f1_score(true, pred[a], labels=ls, average="macro", zero_division=0)), 4)
-                                                  for b, (lo, hi) in BINS.items() if (ls := sorted(c for c in set(true) if lo <= support[c] <= hi))}}
-               for a in arms}
+    rows = fold_rows(true, pred, frames)
+    summary = summarise(true, pred, rows, Counter(names[l] for l in tl), baseline="one_view")
     result = {"objects": int(len(true)), "frames": int(len(np.unique(frames))), "training_crops": len(train), "folds": 5, "fold_seeds": [0, 1],
               "embedder_seconds": {"one_view": round(t_one, 2), "eight_views": round(t_all, 2), "ratio": round(t_all / max(t_one, 1e-9), 2)},
               "shipped_validation_top1": round(shipped_top1(vs, names), 4),
               "mean_sd_over_folds": summary, "folds_detail": rows}
-    for a, s in summary.items():
-        print(f"{a:9s} top-1 {s['top1'][0]:.4f} ± {s['top1'][1]:.4f}  F1-macro {s['f1_macro'][0]:.4f} ± {s['f1_macro'][1]:.4f}  "
-              f"pooled {s['pooled']['top1']:.4f} / {s['pooled']['f1_macro']:.4f}  by training boxes {s['pooled_f1_by_training_boxes']}")
+    print_summary(summary)
     print(f"embedder time, 8 views against 1: {result['embedder_seconds']['ratio']:.2f}×; the shipped validation set's top-1 "
           f"(its own crops and similarities): {result['shipped_validation_top1']:.4f}")
     if args.out:

@@ -15,6 +15,24 @@ from plankton.files import atomic_write_text
 _EMPTY = None  # pseudo-category of frames without boxes
 
 
+def frame_counts(dataset) -> tuple[dict[int, Counter], Counter]:
+    """Boxes per category in each frame (an empty frame counts as one box of
+    its own category, so empty frames are spread like a rare species), and
+    their totals."""
+    counts: dict[int, Counter] = {i: Counter() for i in sorted(dataset.images)}
+    for b in dataset.boxes:
+        if b.image_id not in counts:
+            raise ValueError(f"box {b.id} refers to image {b.image_id}, not in the dataset")
+        counts[b.image_id][b.category_id] += 1
+    for c in counts.values():
+        if not c:
+            c[_EMPTY] = 1
+    total: Counter = Counter()
+    for c in counts.values():
+        total.update(c)
+    return counts, total
+
+
 def split_frames(dataset: CocoDataset, val_fraction: float = 0.2,
                  seed: int = 0) -> tuple[list[int], list[int]]:
     """Split frames (never boxes) into sorted (train_ids, val_ids).
@@ -32,17 +50,7 @@ def split_frames(dataset: CocoDataset, val_fraction: float = 0.2,
         n_val = min(max(n_val, 1), len(ids) - 1)
     rng = random.Random(seed)
 
-    counts: dict[int, Counter] = {i: Counter() for i in ids}
-    for b in dataset.boxes:
-        if b.image_id not in counts:
-            raise ValueError(f"box {b.id} refers to image {b.image_id}, not in the dataset")
-        counts[b.image_id][b.category_id] += 1
-    for c in counts.values():
-        if not c:
-            c[_EMPTY] = 1
-    total: Counter = Counter()
-    for c in counts.values():
-        total.update(c)
+    counts, total = frame_counts(dataset)
     val_counts: Counter = Counter()
     val: set[int] = set()
     train: set[int] = set()
