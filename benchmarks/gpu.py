@@ -125,6 +125,9 @@ def main(argv=None) -> dict:
     p.add_argument("--precision", choices=("auto", "fp16", "fp32"), default="auto", help="auto: fp16 on CUDA, fp32 elsewhere")
     p.add_argument("--images", default=None, help="folder of JPEG frames (default: the app's example frames)")
     p.add_argument("--parity-frames", type=int, default=3, help="distinct frames compared with the CPU cascade (0: none)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the model files' presence and checksums: for a folder whose ONNX files were set aside to fit the device's upload "
+                        "(experiments/gpu_prepare.sh); the safetensors weights are all this benchmark reads")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -138,7 +141,7 @@ def main(argv=None) -> dict:
         p.error(f"--images {folder}: no JPEG files there")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: the tuned kernels pay off
-    cascade = load_artifact(args.model, device=str(device))
+    cascade = load_artifact(args.model, device=str(device), verify=not args.no_verify)
     blobs = read_jpegs(paths, args.frames, pin=device.type == "cuda")
     pipe = GpuPipeline(cascade, device, half=None if args.precision == "auto" else args.precision == "fp16")
     result = {
@@ -154,7 +157,7 @@ def main(argv=None) -> dict:
         print(b, result["batches"][str(b)], flush=True)
     if args.parity_frames > 0:
         # the CPU path as the app runs it; an fp32 pipeline on the CPU left the cascade's networks as they were
-        cpu_cascade = cascade if device.type == "cpu" and not pipe.half else load_artifact(args.model)
+        cpu_cascade = cascade if device.type == "cpu" and not pipe.half else load_artifact(args.model, verify=not args.no_verify)
         result["parity"] = parity(pipe, cascade, cpu_cascade, paths[: min(args.parity_frames, args.frames)])
         print("parity", result["parity"], flush=True)
     if args.out:
