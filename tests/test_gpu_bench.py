@@ -109,3 +109,21 @@ def test_the_fp16_route_keeps_the_species(tmp_path):
     assert out["precision"].startswith("fp16") and parity["cpu_objects"] > 5
     assert parity["cpu_boxes_matched_fraction"] >= 0.9 and parity["matched_same_species_fraction"] >= 0.9
     assert parity["matched_box_max_abs_diff_px"] < 1
+
+
+def test_runs_on_a_model_folder_with_its_onnx_files_set_aside(tmp_path):
+    """experiments/gpu_prepare.sh leaves the bundled model without its ONNX
+    and INT8 files (to fit the device's upload); --no-verify runs on the
+    safetensors weights alone, and without it the folder is refused."""
+    import shutil
+
+    from benchmarks import gpu
+    from plankton.artifact.manifest import ArtifactError
+
+    folder = tmp_path / "model"
+    shutil.copytree(REPO / "models" / "default", folder, ignore=shutil.ignore_patterns("*.onnx", "*.int8.*"))
+    args = ["--model", str(folder), "--frames", "1", "--batch", "1", "--device", "cpu", "--parity-frames", "1"]
+    with pytest.raises(ArtifactError, match="is missing"):
+        gpu.main(args)
+    out = gpu.main(args + ["--no-verify"])
+    assert out["parity"]["cpu_objects"] > 5 and out["parity"]["matched_same_species_fraction"] >= 0.95
