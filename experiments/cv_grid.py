@@ -49,7 +49,7 @@ Cost scales with crop area ((size/96)²) and backbone (Lite1 ×1.5, Lite2
 ×2.2): size 128 adds ~4 min per seed, Lite1 at 96 ~3 min. The estimate for
 the grid asked is printed before it starts.
 
-On a GPU machine without ../shared or the weights' packages, carry (in the
+On a GPU machine without the StudyCase data folder or the weights' packages, carry (in the
 ignored .gpu/) the frames packed by ``python -m experiments.cv_folds pack``
 (~19 MiB) and the backbones' weights from ``python -m training.save_backbone
 efficientnet_lite0 .gpu/init/efficientnet_lite0.safetensors`` (6.5 MiB), then

@@ -23,13 +23,12 @@ import statistics
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.model_selection import GroupKFold
 from tqdm import tqdm
 
 from experiments.cv_folds import BINS, figures, unit
-from experiments.linear_head import hybrid
+from experiments.linear_head import fit, hybrid
 from plankton.model.prototypes import Prototypes
 
 GRID_C = (1.0, 3.0, 10.0)
@@ -44,10 +43,6 @@ def nearest(train_e: np.ndarray, train_y: np.ndarray, test_e: np.ndarray, n_clas
     return cls[(test_e @ protos.means.T).argmax(1)]
 
 
-def head(x: np.ndarray, y: np.ndarray, c: float) -> LogisticRegression:
-    return LogisticRegression(C=c, max_iter=2000).fit(x, y)
-
-
 def choose(e: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int) -> dict:
     """C, then K, by F1-macro over 5 inner folds of training frames."""
     split = list(GroupKFold(5).split(e, y, groups))
@@ -56,7 +51,7 @@ def choose(e: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int) -> 
     for tr, te in split:
         proto[te] = nearest(e[tr], y[tr], e[te], n_classes)
         for c in GRID_C:
-            linear[c][te] = head(e[tr], y[tr], c).predict(e[te])
+            linear[c][te] = fit(e[tr], y[tr], c, None).predict(e[te])
     f1 = lambda p: round(float(f1_score(y, p, average="macro", zero_division=0)), 4)  # noqa: E731
     c_table = {str(c): f1(linear[c]) for c in GRID_C}
     c = max(GRID_C, key=lambda v: c_table[str(v)])
@@ -75,7 +70,7 @@ def fold(run_dir: Path, frame_of: dict[int, int]) -> dict:
     groups = np.array([frame_of[int(a)] for a in z["ann_id"][tr]])
     chosen = choose(e[tr], y[tr], groups, n)
     support = np.bincount(y[tr], minlength=n)
-    pred = {"prototype": nearest(e[tr], y[tr], e[te], n), "linear": head(e[tr], y[tr], chosen["C"]).predict(e[te])}
+    pred = {"prototype": nearest(e[tr], y[tr], e[te], n), "linear": fit(e[tr], y[tr], chosen["C"], None).predict(e[te])}
     pred["hybrid"] = hybrid(pred["prototype"], pred["linear"], support, chosen["K"])
     return {"fold": res["fold"], "chosen": chosen, "figures": {a: figures(y[te], p, support) for a, p in pred.items()},
             "names": res["names"], "support": support.tolist(), "true": y[te].tolist(), "pred": {a: p.tolist() for a, p in pred.items()}}
