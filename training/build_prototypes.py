@@ -8,6 +8,11 @@ detector + embedder + prototypes + config in one folder.
 ``--frames all`` builds the prototypes (not the thresholds, not the
 networks) from every labelled frame, validation frames included: for a
 model to ship after it has been evaluated with ``--frames train``.
+
+``--heldout-from RUN`` is for an embedder that trained on every labelled
+frame: the held-out similarities behind the thresholds come from the fold
+models of the cross-validation that chose its recipe (``training.crossfit``),
+each object matched by the fold model that never saw its frame.
 """
 from __future__ import annotations
 
@@ -170,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="thresholds: this quantile of held-out training crops' similarity to their own species (see training.thresholds)")
     p.add_argument("--min-class-samples", type=int, default=10, help="species with fewer held-out crops use the global threshold")
     p.add_argument("--cv-folds", type=int, default=5, help="folds (of training frames) for the held-out similarities")
+    p.add_argument("--heldout-from", metavar="RUN", help="held-out similarities from these cross-validation fold models "
+                   "(experiments.cv_grid OUT/runs/RUN), not from this embedder: for one that trained on every frame")
     p.add_argument("--rare-views", type=int, default=0, metavar="N",
                    help="species with fewer than N training crops also get the 7 other rotations/mirrors of each crop in their prototypes")
     p.add_argument("--frames", default="train", choices=["train", "all"],
@@ -215,6 +222,30 @@ def split_record(args, names: list[str], train: list) -> dict | None:
     return split
 
 
+def held_out(args, names, emb, owner, original, labels, records, n_train, kept_out) -> tuple[np.ndarray, np.ndarray, str]:
+    """(own-species similarities of held-out crops, their labels, how they were held out): from the
+    cross-validation's fold models with ``--heldout-from``, else from this embedder over folds of its
+    training frames (one view per crop), whichever frames built the prototypes."""
+    if args.heldout_from:
+        from .crossfit import load
+
+        oof = load(args.heldout_from, names, mode=args.match, k=args.k, seed=args.seed).without(kept_out)
+        index = {n: i for i, n in enumerate(names)}
+        return oof.own(), np.array([index.get(t, -1) for t in oof.true]), (
+            f"each crop matched by the cross-validation fold model that never saw its frame ({len(set(oof.fold.tolist()))} folds of "
+            f"{len(set(oof.frames.tolist()))} frames, {portable_run(args.heldout_from)}), to prototypes of that model's training folds")
+    held = original[owner[original] < n_train]
+    frame_ids = np.array([r["image_id"] for r in records])
+    own = held_out_similarity(emb[held], labels[owner[held]], frame_ids[owner[held]], names, k=args.k, folds=args.cv_folds, seed=args.seed,
+                              mode=args.match)
+    return own, labels[owner[held]], f"built without the crop's frame ({args.cv_folds}-fold over training frames)"
+
+
+def portable_run(run: str) -> str:
+    """A run folder as the record names it: its last three parts (OUT/runs/RUN), no machine path."""
+    return "/".join(Path(run).parts[-3:])
+
+
 def main(argv=None) -> Path:
     args = build_parser().parse_args(argv)
     setup(args.seed)
@@ -230,13 +261,9 @@ def main(argv=None) -> Path:
     protos = Prototypes.build(emb, labels[owner], names, k=args.k, seed=args.seed, mode=args.match)
     from_train = owner < len(train)
     train_protos = None if from_train.all() else Prototypes.build(emb[from_train], labels[owner[from_train]], names, k=args.k, seed=args.seed, mode=args.match)
-    # Thresholds from the training frames alone (one view per crop), whichever frames built the prototypes.
     original = np.unique(owner, return_index=True)[1]  # a crop's own view comes before its extra views
-    held = original[owner[original] < len(train)]
-    frame_ids = np.array([r["image_id"] for r in records])
-    own = held_out_similarity(emb[held], labels[owner[held]], frame_ids[owner[held]], names, k=args.k, folds=args.cv_folds, seed=args.seed,
-                              mode=args.match)
-    threshold, per_class = class_thresholds(own, labels[owner[held]], names, args.quantile, args.min_class_samples)
+    own, own_labels, rule = held_out(args, names, emb, owner, original, labels, records, len(train), kept_out)
+    threshold, per_class = class_thresholds(own, own_labels, names, args.quantile, args.min_class_samples)
     log.info("%d prototypes from %d crops (%d views) of %s frames; global threshold %.3f, %d species with their own",
              len(protos.names), len(records), len(emb), args.frames, threshold, len(per_class))
 
@@ -253,10 +280,10 @@ def main(argv=None) -> Path:
             "crops_per_species": {n: int(c) for n, c in zip(names, np.bincount(labels, minlength=len(names))) if c},
             "rare_views": args.rare_views, "match": args.match,
             "kept_out_frames": sorted(kept_out) if args.frames == "all" else [],
-            "threshold_rule": (f"{args.quantile:.0%} quantile of held-out similarity to the own species' prototypes, built without the "
-                               f"crop's frame ({args.cv_folds}-fold over training frames); species with fewer than {args.min_class_samples} "
-                               f"held-out crops use the pooled quantile, which is also every species' floor"),
-            "heldout_quantiles": quantile_table(own, labels[owner[held]], names, args.min_class_samples),
+            "threshold_rule": (f"{args.quantile:.0%} quantile of held-out similarity to the own species' prototypes, {rule}; "
+                               f"species with fewer than {args.min_class_samples} held-out crops use the pooled quantile, which is "
+                               f"also every species' floor"),
+            "heldout_quantiles": quantile_table(own, own_labels, names, args.min_class_samples),
             "hardware": hardware()},
     })
     out = save_artifact(

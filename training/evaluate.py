@@ -4,6 +4,15 @@ reliability.png, learning_curve.png and validation.safetensors (embeddings,
 similarities and their UMAP layout, for the app).
 
     python -m training.evaluate --model models/default --data work/data
+
+A model whose embedder trained on every labelled frame has no validation
+frames for identification: ``--oof RUN`` scores it on the out-of-fold
+objects of the cross-validation that chose its recipe (``training.crossfit``:
+each object matched by the fold model that never saw its frame), every
+frame but the app's examples. The detector is still scored on its own
+validation frames, which it never trained on; the app's map keeps those
+frames' objects, placed by the shipped embedder, beside their out-of-fold
+similarities.
 """
 from __future__ import annotations
 
@@ -98,6 +107,17 @@ def counting_report(cascade) -> dict | None:
     return {k: counting.get(k) for k in ("det_conf", "containment", "method", "validation_frames", "validation_objects")} | {"cross_validation": cv}
 
 
+def out_of_fold(run: str, cascade, coco, cat_names: dict):
+    """(every out-of-fold object, the kept-out frame names, boxes per species on the frames the embedder trained on)."""
+    from .crossfit import load
+
+    protos = (cascade.config.get("training") or {}).get("prototypes") or {}
+    kept = set(protos.get("kept_out_frames") or [])
+    oof = load(run, cascade.class_names, mode=cascade.identifier.prototypes.mode)
+    counts = Counter(cat_names[b.category_id] for b in coco.boxes if Path(coco.images[b.image_id].file_name).name not in kept)
+    return oof, kept, counts
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     model_arg(p)
@@ -109,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-umap", action="store_true", help="skip the UMAP layout (quick tests)")
     p.add_argument("--identification-only", action="store_true", help="skip the detector (comparing identifiers: faster)")
     p.add_argument("--min-train", type=int, default=10, help="f1_macro_common: species with at least this many training boxes")
+    p.add_argument("--oof", metavar="RUN", help="score identification on these cross-validation fold models' out-of-fold objects "
+                   "(experiments.cv_grid OUT/runs/RUN): for an embedder that trained on every frame")
     seed_arg(p)
     if add_push_arguments:
         add_push_arguments(p)
@@ -118,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_frames(cascade, coco, val_ids, cat_names, detect: bool, args) -> dict:
     """The models on every validation frame: ground truth, detections at the
     AP floor, embeddings of the ground-truth boxes, end-to-end results."""
-    r = {"gt": {}, "dets": {}, "e2e": {}, "true": [], "embs": [], "frames": [], "t_det": 0.0, "t_id": 0.0}
+    r = {"gt": {}, "dets": {}, "e2e": {}, "true": [], "embs": [], "frames": [], "ann": [], "t_det": 0.0, "t_id": 0.0}
     for i in tqdm(val_ids, desc="validation frames", unit="frame"):
         image = read_image(coco.path_of(i))
         gt = r["gt"][i] = [(b.xyxy, cat_names[b.category_id]) for b in coco.boxes_of(i)]
@@ -128,6 +150,7 @@ def run_frames(cascade, coco, val_ids, cat_names, detect: bool, args) -> dict:
         t1 = time.perf_counter()
         r["embs"].append(cascade.analyse_boxes(image, Detections(coco.xyxy_of(i), np.ones(len(gt)))).embeddings)
         r["true"] += [n for _, n in gt]
+        r["ann"] += [b.id for b in coco.boxes_of(i)]
         r["frames"] += [i] * len(gt)
         if detect:
             d = r["dets"][i]
@@ -204,7 +227,16 @@ def main(argv=None) -> dict:
     emb = np.concatenate(r["embs"]) if r["embs"] else np.zeros((0, cascade.identifier.model.dim), np.float32)
     true, sim = np.asarray(r["true"], dtype=object), cascade.identifier.similarity(emb)
     detection, end_to_end = detection_figures(cascade, r, args.e2e_floor) if detect else (None, None)
-    ident = identification_metrics(true, sim, names, cascade.cls_conf, offsets, train_counts, args.min_train)
+    if args.oof:
+        every, kept, train_counts = out_of_fold(args.oof, cascade, coco, cat_names)
+        oof = every.without(kept)
+        ident = identification_metrics(oof.true, oof.similarity, names, cascade.cls_conf, offsets, train_counts, args.min_train)
+        ident["scored"] = {"out_of_fold": "/".join(Path(args.oof).parts[-3:]), "folds": int(len(set(oof.fold.tolist()))),
+                           "frames": int(len(set(oof.frames.tolist())))}
+        row = {int(a): k for k, a in enumerate(every.ann_id)}
+        sim = np.stack([every.similarity[row[a]] for a in r["ann"]]) if r["ann"] else sim  # the map's objects, scored out of fold
+    else:
+        ident = identification_metrics(true, sim, names, cascade.cls_conf, offsets, train_counts, args.min_train)
 
     vs = ValidationSet(emb, list(true), sim, names, np.zeros((len(emb), 2), np.float32), np.zeros((len(names), 2), np.float32), np.array(r["frames"], np.int64))
     if not args.no_umap and len(emb) > 5:

@@ -41,3 +41,14 @@ def size_aware(prepared, tmp_path_factory):
     info = train_embedder.main(["--crops", str(out / "crops.json"), "--out", str(work / "emb"), "--backbone", "resnet18", "--pretrained", "",
                                 "--size", "48", "--min-side", "40", "--size-input", "--epochs", "1", "--batch", "8", "--workers", "0", "--device", "cpu"])
     return out, work, info
+
+
+@pytest.fixture(scope="session")
+def cv_run(tmp_path_factory):
+    """experiments.cv_grid on the committed frames: 3 folds, one tiny run; (grid folder, run folder)."""
+    from experiments import cv_grid
+
+    out = tmp_path_factory.mktemp("cvfit")
+    cv_grid.main(["--coco", str(FRAMES_COCO), "--out", str(out), "--folds", "3", "--backbone", "resnet18", "--pretrained", "", "--size", "32",
+                  "--epochs", "1", "--batch", "8", "--workers", "0", "--device", "cpu", "--no-tta"])
+    return out, out / "runs" / "resnet18-32-sqrt-e1-b8-s0"
