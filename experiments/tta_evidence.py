@@ -36,7 +36,7 @@ from plankton.artifact.folder import load_artifact
 from plankton.artifact.validation import ValidationSet
 from plankton.model.crops import size_features
 from plankton.model.prototypes import Prototypes
-from training.build_prototypes import dihedral_views
+from plankton.model.crops import dihedral_views
 from training.crops_data import FrameCache, load_index
 
 from experiments.validation_folds import fold_rows, print_summary, summarise

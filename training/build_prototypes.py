@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .args import seed_arg
 from plankton.artifact.folder import save_artifact
-from plankton.model.crops import CropConfig, size_features
+from plankton.model.crops import CropConfig, dihedral_views, size_features
 from plankton.coco import read_coco_json
 from plankton.model.detector import DetectorConfig, build_detection_model
 from plankton.model.embedder import EmbeddingNet
@@ -40,13 +40,6 @@ from .common import hardware, log, setup
 from .crops_data import FrameCache, load_index
 from .lineage import parent_record, summary
 from .thresholds import class_thresholds, held_out_similarity, quantile_table
-
-
-def dihedral_views(crops: np.ndarray) -> np.ndarray:
-    """N×S×S×3 crops → 8N: the 4 rotations by 90° of each crop and of its
-    mirror image (plankton has no up), view-major."""
-    views = [np.rot90(c, k, axes=(1, 2)) for c in (crops, crops[:, :, ::-1]) for k in range(4)]
-    return np.ascontiguousarray(np.concatenate(views))
 
 
 def embed_records(identifier: Identifier, records: list[dict], cache: FrameCache, desc: str, views: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -175,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="thresholds: this quantile of held-out training crops' similarity to their own species (see training.thresholds)")
     p.add_argument("--min-class-samples", type=int, default=10, help="species with fewer held-out crops use the global threshold")
     p.add_argument("--cv-folds", type=int, default=5, help="folds (of training frames) for the held-out similarities")
+    p.add_argument("--tta-margin", type=float, default=0.0, help="the identifier embeds a crop again in 8 views where its two "
+                   "nearest species lie within this similarity (0: never); chosen by the cross-validation (experiments.tta_margin)")
     p.add_argument("--heldout-from", metavar="RUN", help="held-out similarities from these cross-validation fold models "
                    "(experiments.cv_grid OUT/runs/RUN), not from this embedder: for one that trained on every frame")
     p.add_argument("--rare-views", type=int, default=0, metavar="N",
@@ -229,7 +224,7 @@ def held_out(args, names, emb, owner, original, labels, records, n_train, kept_o
     if args.heldout_from:
         from .crossfit import load
 
-        oof = load(args.heldout_from, names, mode=args.match, k=args.k, seed=args.seed).without(kept_out)
+        oof = load(args.heldout_from, names, mode=args.match, tta_margin=args.tta_margin, k=args.k, seed=args.seed).without(kept_out)
         index = {n: i for i, n in enumerate(names)}
         return oof.own(), np.array([index.get(t, -1) for t in oof.true]), (
             f"each crop matched by the cross-validation fold model that never saw its frame ({len(set(oof.fold.tolist()))} folds of "
@@ -288,7 +283,7 @@ def main(argv=None) -> Path:
     })
     out = save_artifact(
         args.out, detector=detector, detector_cfg=det_cfg, embedder=identifier.model,
-        identifier_cfg=dataclasses.replace(identifier.cfg, cls_conf=threshold, class_thresholds=per_class),
+        identifier_cfg=dataclasses.replace(identifier.cfg, cls_conf=threshold, class_thresholds=per_class, tta_margin=args.tta_margin),
         prototypes=protos, categories=categories, name=args.name, extra={"training": training}, weights_dtype=args.weights_dtype,
         evaluation_prototypes=train_protos,
     )

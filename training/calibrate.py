@@ -110,7 +110,8 @@ def oof_sweep_input(run: str, b: dict):
     if not table or "cross-validation fold model" not in protos.get("threshold_rule", ""):
         raise SystemExit("--oof needs a model whose thresholds came from the same folds (training.build_prototypes --heldout-from RUN)")
     names = list(b["prototypes"]["names"])
-    oof = load(run, names, mode=protos.get("match", "mean")).without(set(protos.get("kept_out_frames") or []))
+    oof = load(run, names, mode=protos.get("match", "mean"), tta_margin=float(b["identifier"].get("tta_margin", 0.0))).without(
+        set(protos.get("kept_out_frames") or []))
     v = SimpleNamespace(class_names=names, true_names=list(oof.true), similarity=oof.similarity, frames=oof.frames)
     return table, v, np.ones(len(oof.true), bool), {"oof": "/".join(Path(run).parts[-3:]), "folds": int(len(set(oof.fold.tolist())))}
 

@@ -64,6 +64,11 @@ class OutOfFold:
                          self.ann_id[keep])
 
 
+def unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def fold_dirs(run: str | Path) -> list[Path]:
     run = Path(run)
     dirs = sorted(run.glob("fold*"))
@@ -73,9 +78,12 @@ def fold_dirs(run: str | Path) -> list[Path]:
     return dirs
 
 
-def load(run: str | Path, names: list[str], mode: str = "mean", view: str = "plain", k: int = 5, seed: int = 0) -> OutOfFold:
+def load(run: str | Path, names: list[str], mode: str = "mean", tta_margin: float = 0.0, k: int = 5, seed: int = 0) -> OutOfFold:
     """The held-out objects of every fold of ``run`` (an
-    ``experiments.cv_grid`` OUT/runs/RUN folder), matched to ``names``."""
+    ``experiments.cv_grid`` OUT/runs/RUN folder), matched to ``names``
+    as the identifier matches them: the plain crop's embedding, or its 8
+    views' mean where the two nearest species lie within ``tta_margin``
+    (``Identifier.refine``; prototypes from plain training embeddings)."""
     run = Path(run)
     index = json.loads((run.parent.parent / "folds" / "fold0" / "crops.json").read_text())
     cats = {c["id"]: c["name"] for c in index["categories"]}
@@ -85,13 +93,18 @@ def load(run: str | Path, names: list[str], mode: str = "mean", view: str = "pla
     for d in fold_dirs(run):
         res = json.loads((d / "result.json").read_text())
         z = np.load(d / "emb.npz")
-        e = z[view].astype(np.float32)
-        e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+        e = unit(z["plain"])
         tr, te = z["train"] & (z["label"] >= 0), ~z["train"]
         protos = Prototypes.build(e[tr], z["label"][tr], res["names"], k=k, seed=seed, keep_support=False, mode=mode)
         sim = np.full((int(te.sum()), len(names)), MISSING, np.float32)
         cols = [(j, col[n]) for j, n in enumerate(protos.names) if n in col]
         s = protos.similarity(e[te])
+        if tta_margin > 0 and "tta" not in z.files:
+            raise SystemExit(f"{d}/emb.npz has no 8-view embeddings (a cv_grid run with --no-tta): --tta-margin needs them")
+        if tta_margin > 0 and len(protos.names) > 1:
+            top2 = np.sort(s, axis=1)[:, -2:]
+            doubtful = top2[:, 1] - top2[:, 0] < tta_margin
+            s[doubtful] = protos.similarity(unit(z["tta"][te][doubtful]))
         sim[:, [c for _, c in cols]] = s[:, [j for j, _ in cols]]
         ann = z["ann_id"][te].astype(int)
         parts.append((sim, ann, np.full(len(ann), res["fold"])))

@@ -113,7 +113,7 @@ def out_of_fold(run: str, cascade, coco, cat_names: dict):
 
     protos = (cascade.config.get("training") or {}).get("prototypes") or {}
     kept = set(protos.get("kept_out_frames") or [])
-    oof = load(run, cascade.class_names, mode=cascade.identifier.prototypes.mode)
+    oof = load(run, cascade.class_names, mode=cascade.identifier.prototypes.mode, tta_margin=cascade.identifier.cfg.tta_margin)
     counts = Counter(cat_names[b.category_id] for b in coco.boxes if Path(coco.images[b.image_id].file_name).name not in kept)
     return oof, kept, counts
 

@@ -7,6 +7,7 @@
 # 1. experiments.cv_grid: the recipe (RECIPE) on 5 folds over frames; each fold model embeds every box
 #    (~12 min a fold on 2 cores; a finished fold is skipped, an unfinished one resumes from its checkpoint);
 # 2. the same recipe trained once on every frame but the app's example frames (resumes from its checkpoint);
+#    the margin below which the identifier embeds a crop in 8 views (experiments.tta_margin, nested over the folds);
 # 3. prototypes from those frames; per-species thresholds from the folds' out-of-fold similarities, at the
 #    quantile whose out-of-fold unknown rate meets TARGET while the open-set rate keeps MIN_OPEN_SET;
 # 4. the count evidence: the detector on its 72 validation frames (it never trained on them), each box
@@ -20,6 +21,8 @@ export PYTHONUNBUFFERED=1
 KEEP=plankton_app/examples/frames.coco.json
 python -m experiments.cv_grid --coco "$COCO" --out "$CV" --device cpu --setting "$RECIPE"
 python -m experiments.cv_heads "$CV" --run "$RUN" --out "$CV/cv_heads.json"
+python -m experiments.tta_margin "$CV" --run "$RUN" --out "$CV/tta_margin.json"
+MARGIN=${MARGIN:-$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['ships'])" "$CV/tta_margin.json")}
 python -m training.all_frames --crops "$CV/folds/fold0/crops.json" --out work/all/crops.json --keep-out "$KEEP" \
   --split-from "$DETECTOR_FROM" --coco "$COCO"
 ARGS=$(python -c "import json,sys; a=json.load(open(sys.argv[1]))['results'][0]; s=a['setting']; print(
@@ -28,6 +31,6 @@ ARGS=$(python -c "import json,sys; a=json.load(open(sys.argv[1]))['results'][0];
   python -m training.train_embedder --crops work/all/crops.json --out "$FINAL" --pretrained package --workers 1 --device cpu --select last $ARGS
 rm -rf "$OUT"
 python -m training.build_prototypes --crops work/all/crops.json --detector-from "$DETECTOR_FROM" --embedder "$FINAL" \
-  --frames all --keep-out "$KEEP" --heldout-from "$CV/runs/$RUN" --match mean --rare-views "$RARE_VIEWS" --out "$OUT"
+  --frames all --keep-out "$KEEP" --heldout-from "$CV/runs/$RUN" --tta-margin "$MARGIN" --match mean --rare-views "$RARE_VIEWS" --out "$OUT"
 python -m training.calibrate --oof "$CV/runs/$RUN" --for-model "$OUT" --target-unknown "$TARGET" --min-open-set "$MIN_OPEN_SET" \
   --apply --out "$OUT.calibration.json"

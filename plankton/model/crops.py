@@ -104,3 +104,11 @@ def extract_crops(image: np.ndarray, xyxy: np.ndarray, cfg: CropConfig, fill=Non
         interp = cv2.INTER_AREA if side > cfg.size else cv2.INTER_LINEAR
         out[i] = cv2.resize(canvas, (cfg.size, cfg.size), interpolation=interp)
     return out
+
+
+def dihedral_views(crops: np.ndarray) -> np.ndarray:
+    """N×S×S×3 crops → 8N: the 4 rotations by 90° of each crop and of its
+    mirror image (plankton has no up), view-major: the first N are the
+    crops themselves."""
+    views = [np.rot90(c, k, axes=(1, 2)) for c in (crops, crops[:, :, ::-1]) for k in range(4)]
+    return np.ascontiguousarray(np.concatenate(views))

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from plankton.model.crops import SIZE_FEATURES, CropConfig, extract_crops, size_features
+from plankton.model.crops import SIZE_FEATURES, CropConfig, dihedral_views, extract_crops, size_features
 from plankton.model.embedder import backbone_entry
 from plankton.model.prototypes import Prototypes
 
@@ -21,7 +21,10 @@ class IdentifierConfig:
     artifacts before it call it ``threshold``). class_thresholds: species → its own threshold (from
     cross-validation over training frames); a threshold moved by the app's
     slider moves them with it (``offsets``; ``plankton.model.prototypes.
-    shifted_thresholds`` keeps them below 1). mean/std:
+    shifted_thresholds`` keeps them below 1). tta_margin: a crop whose two
+    nearest species are closer than this in similarity is embedded again in
+    its 8 rotations and mirrors, and their mean is its embedding (0: never;
+    chosen by cross-validation, ``training.crossfit``). mean/std:
     input normalisation, which only the backbone registry supplies (see
     ``for_backbone``)."""
 
@@ -32,6 +35,7 @@ class IdentifierConfig:
     class_thresholds: dict[str, float] = field(default_factory=dict)
     topk: int = 3
     batch_size: int = 64
+    tta_margin: float = 0.0
 
     @classmethod
     def for_backbone(cls, backbone: str, crop: CropConfig | None = None, **kwargs) -> "IdentifierConfig":
@@ -106,8 +110,29 @@ class Identifier:
 
     def embed_boxes(self, image: np.ndarray, xyxy: np.ndarray, fill=None) -> np.ndarray:
         """H×W×3 uint8 frame and N×4 xyxy pixel boxes → N×D embeddings,
-        all crops of the frame in one batch."""
-        return self.embed_crops(self.crops(image, xyxy, fill), size_features(xyxy))
+        all crops of the frame in one batch; the doubtful ones (``tta_margin``)
+        again in 8 views."""
+        crops, sizes = self.crops(image, xyxy, fill), size_features(xyxy)
+        return self.refine(crops, sizes, self.embed_crops(crops, sizes))
+
+    def refine(self, crops: np.ndarray, sizes: np.ndarray, emb: np.ndarray) -> np.ndarray:
+        """Selective test-time augmentation: the N×D embeddings of ``crops``
+        whose two most similar species lie within ``cfg.tta_margin`` become
+        the unit mean of their 8 dihedral views' embeddings. A crop's species
+        does not depend on its orientation, and on the cross-validation folds
+        the views settle most look-alike calls at a few percent of the crops'
+        cost (docs/results.md)."""
+        if self.prototypes is None or self.cfg.tta_margin <= 0 or len(emb) == 0 or len(self.prototypes.names) < 2:
+            return emb
+        top2 = np.sort(self.prototypes.similarity(emb), axis=1)[:, -2:]
+        doubtful = np.flatnonzero(top2[:, 1] - top2[:, 0] < self.cfg.tta_margin)
+        if not len(doubtful):
+            return emb
+        views = self.embed_crops(dihedral_views(crops[doubtful])[len(doubtful):], np.tile(sizes[doubtful], (7, 1)))
+        mean = emb[doubtful] + views.reshape(7, len(doubtful), -1).sum(0)
+        out = emb.copy()
+        out[doubtful] = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+        return out
 
     def similarity(self, embeddings: np.ndarray) -> np.ndarray:
         """N×D embeddings → N×C cosine similarity to each prototype class."""
