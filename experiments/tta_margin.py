@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from experiments.cv_folds import BINS, figures, unit
-from plankton.model.prototypes import Prototypes
+from training.crossfit import prototypes
 
 GRID = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.125, 0.15, 0.2)
 PAIR = ("Chlorella sp", "Chlamydomonas sp")
@@ -43,7 +43,7 @@ def fold_arrays(d: Path) -> dict:
     y, tr = z["label"], z["train"] & (z["label"] >= 0)
     te = ~z["train"] & (y >= 0)
     n = len(res["names"])
-    protos = Prototypes.build(unit(z["plain"][tr].astype(np.float32)), y[tr], [str(c) for c in range(n)], keep_support=False, mode="mean")
+    protos = prototypes(unit(z["plain"][tr].astype(np.float32)), y[tr], [str(c) for c in range(n)], "mean", 5, 0)
     cls = np.array([int(c) for c in protos.names])
     plain, tta = protos.similarity(unit(z["plain"][te].astype(np.float32))), protos.similarity(unit(z["tta"][te].astype(np.float32)))
     top2 = np.sort(plain, axis=1)[:, -2:]

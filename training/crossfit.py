@@ -69,6 +69,16 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def prototypes(e: np.ndarray, labels: np.ndarray, names: list[str], mode: str, k: int, seed: int) -> Prototypes:
+    """A fold's prototypes. Mean matching needs no sub-centres, whose k-means
+    is most of the cost: they are left as copies of the means."""
+    if mode != "mean":
+        return Prototypes.build(e, labels, names, k=k, seed=seed, keep_support=False, mode=mode)
+    kept = [c for c in range(len(names)) if (labels == c).any()]
+    means = unit(np.stack([e[labels == c].mean(0) for c in kept])) if kept else np.zeros((0, e.shape[1]), np.float32)
+    return Prototypes([names[c] for c in kept], means, np.repeat(means[:, None], k, 1), mode="mean")
+
+
 def fold_dirs(run: str | Path) -> list[Path]:
     run = Path(run)
     dirs = sorted(run.glob("fold*"))
@@ -95,7 +105,7 @@ def load(run: str | Path, names: list[str], mode: str = "mean", tta_margin: floa
         z = np.load(d / "emb.npz")
         e = unit(z["plain"])
         tr, te = z["train"] & (z["label"] >= 0), ~z["train"]
-        protos = Prototypes.build(e[tr], z["label"][tr], res["names"], k=k, seed=seed, keep_support=False, mode=mode)
+        protos = prototypes(e[tr], z["label"][tr], res["names"], mode, k, seed)
         sim = np.full((int(te.sum()), len(names)), MISSING, np.float32)
         cols = [(j, col[n]) for j, n in enumerate(protos.names) if n in col]
         s = protos.similarity(e[te])

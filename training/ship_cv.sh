@@ -28,7 +28,7 @@ python -m training.all_frames --crops "$CV/folds/fold0/crops.json" --out work/al
 ARGS=$(python -c "import json,sys; a=json.load(open(sys.argv[1]))['results'][0]; s=a['setting']; print(
   f\"--backbone {s['backbone']} --size {s['size']} --epochs {s['epochs']} --batch {s['batch']} --lr {s['lr']} --sampling {s['sampling']} --seed {a['seed']}\")" "$CV/cv_grid.json")
 [ -f "$FINAL/embedder.json" ] || \
-  python -m training.train_embedder --crops work/all/crops.json --out "$FINAL" --pretrained package --workers 1 --device cpu --select last $ARGS
+  python -m training.train_embedder --crops work/all/crops.json --out "$FINAL" --pretrained package --workers 2 --device cpu --select last $ARGS
 rm -rf "$OUT"
 python -m training.build_prototypes --crops work/all/crops.json --detector-from "$DETECTOR_FROM" --embedder "$FINAL" \
   --frames all --keep-out "$KEEP" --heldout-from "$CV/runs/$RUN" --tta-margin "$MARGIN" --match mean --rare-views "$RARE_VIEWS" --out "$OUT"
