@@ -7,10 +7,13 @@ in one go (``OUT/model_b``, ``OUT/compare``).
   difference (B − A); the estimated counts and their intervals where the
   runs' ``concentration.csv`` has them (``count_est``, ``count_est_low``,
   ``count_est_high``), and whether the two intervals overlap (empty where
-  a run's table does not list the species); then an ``unknown`` row and a
-  ``total`` row.
+  a run's table does not list the species); then an ``others`` row with
+  the estimate of the names concentration.csv leaves out (each estimated
+  below its floor), when there is any, so that the estimated rows add up
+  to the estimated total; then an ``unknown`` row and a ``total`` row.
 - ``changed.csv``: the objects whose name changed. Objects are matched
-  within each frame (by file name) one to one, by box IoU ≥ ``IOU``
+  within each frame (by its path relative to the input, so two frames
+  that share a file name stay apart) one to one, by box IoU ≥ ``IOU``
   (the pairing of largest total IoU); an object without a partner has
   no name to compare and is only counted.
 - ``changed.png``: their crops, cut from run A's frames.
@@ -27,6 +30,7 @@ import numpy as np
 from plankton.results import UNKNOWN
 
 IOU = 0.5
+OTHERS = "others"  # compare.csv's row for the names the runs' tables leave out
 COLUMNS = ["species", "count_a", "count_b", "difference", "count_est_a", "count_est_b", "count_est_low_a", "count_est_high_a",
            "count_est_low_b", "count_est_high_b", "intervals_overlap"]
 CHANGED_COLUMNS = ["image", "x1", "y1", "x2", "y2", "species_a", "species_b", "similarity_a", "similarity_b"]
@@ -80,9 +84,14 @@ def _float(v) -> float | None:
 
 
 def count_rows(run_a, run_b) -> list[dict]:
+    """compare.csv's rows: every species either run counted or estimated,
+    ``others`` where needed, ``unknown``, ``total``. Each run's estimated
+    rows add up to its estimated total."""
     ca, cb = Counter(r["species"] for r in run_a.detections), Counter(r["species"] for r in run_b.detections)
     ea, eb = _estimates(run_a.folder), _estimates(run_b.folder)
-    species = sorted((set(ca) | set(cb)) - {UNKNOWN}, key=lambda s: (-(ca[s] + cb[s]), s))
+    est = lambda e, s: _float(e.get(s, {}).get("count_est")) or 0.0  # noqa: E731
+    species = sorted((set(ca) | set(cb) | set(ea) | set(eb)) - {UNKNOWN, "total", OTHERS},
+                     key=lambda s: (-(ca[s] + cb[s]), -(est(ea, s) + est(eb, s)), s))
     rows = []
     for s in species + [UNKNOWN, "total"]:
         a, b = (sum(ca.values()), sum(cb.values())) if s == "total" else (ca[s], cb[s])
@@ -95,17 +104,26 @@ def count_rows(run_a, run_b) -> list[dict]:
         if None not in (lo_a, hi_a, lo_b, hi_b):
             row["intervals_overlap"] = "yes" if lo_a <= hi_b and lo_b <= hi_a else "no"
         rows.append(row)
+    # concentration.csv leaves out names estimated below its floor; their share of the total goes on one row, or the rows would not add up.
+    rest = {side: _float(e.get("total", {}).get("count_est")) for side, e in (("a", ea), ("b", eb))}
+    rest = {side: t - sum(_float(r.get(f"count_est_{side}")) or 0.0 for r in rows[:-1]) for side, t in rest.items() if t is not None}
+    if any(abs(v) >= 0.005 for v in rest.values()):
+        rows.insert(len(rows) - 2, {"species": OTHERS, "count_a": 0, "count_b": 0, "difference": 0}
+                    | {f"count_est_{side}": f"{v:.6g}" for side, v in rest.items()})
     return rows
 
 
 def changed_rows(run_a, run_b) -> tuple[list[dict], int, int]:
     """(objects renamed, with ``_row`` their row in A; objects of A with no
-    partner in B; objects of B with no partner in A)."""
+    partner in B; objects of B with no partner in A). Frames are matched by
+    their path relative to the input (``runfiles.detection_keys``)."""
+    from plankton.run.runfiles import detection_keys
+
     by_a, by_b = defaultdict(list), defaultdict(list)
-    for i, r in enumerate(run_a.detections):
-        by_a[r["image"]].append(i)
-    for j, r in enumerate(run_b.detections):
-        by_b[r["image"]].append(j)
+    for i, key in enumerate(detection_keys(run_a)):
+        by_a[key].append(i)
+    for j, key in enumerate(detection_keys(run_b)):
+        by_b[key].append(j)
     out, lone_a, lone_b = [], 0, 0
     for image in sorted(set(by_a) | set(by_b)):
         ia, ib = by_a.get(image, []), by_b.get(image, [])
@@ -122,7 +140,7 @@ def changed_rows(run_a, run_b) -> tuple[list[dict], int, int]:
 def run_compare(args, err: Callable[[str], None]) -> int:
     """The subcommand's body; returns the exit status."""
     from plankton.files import atomic_write_text
-    from plankton.run.runfiles import RunError, read_run
+    from plankton.run.runfiles import RunError, frame_keys, read_run
     from plankton.review.sheets import MAX_TILES, crops, save_sheet
     from plankton.run.writers import csv_text
 
@@ -131,7 +149,7 @@ def run_compare(args, err: Callable[[str], None]) -> int:
     except RunError as e:
         err(str(e))
         return 2
-    frames_a, frames_b = {r["image"] for r in run_a.frames}, {r["image"] for r in run_b.frames}
+    frames_a, frames_b = set(frame_keys(run_a)), set(frame_keys(run_b))
     if frames_a and frames_b and frames_a != frames_b:
         err(f"the runs saw different frames ({len(frames_a - frames_b)} only in A, {len(frames_b - frames_a)} only in B): counts are not comparable as they stand")
     out = Path(args.out)
@@ -188,4 +206,4 @@ def add_parser(sub, err: Callable[[str], None]) -> None:
     co.set_defaults(func=lambda args: run_compare(args, err))
 
 
-__all__ = ["add_parser", "COLUMNS", "CHANGED_COLUMNS", "IOU", "iou", "match", "count_rows", "changed_rows", "run_compare", "with_second_model"]
+__all__ = ["add_parser", "COLUMNS", "CHANGED_COLUMNS", "IOU", "OTHERS", "iou", "match", "count_rows", "changed_rows", "run_compare", "with_second_model"]

@@ -5,8 +5,11 @@ the COCO file ``enrol`` makes a new model version from
 (``python -m plankton enrol --coco DIR/corrections.coco.json --out NEW``).
 
 It names the clusters already written (the ones you looked at), never a
-fresh clustering. Frame paths are written relative to DIR, so ``enrol``'s
-default image root (the COCO file's folder) finds them. Objects of frames
+fresh clustering. Each object is found again in the run by its frame and
+box, so two frames that share a file name (``a/frame.jpg``,
+``b/frame.jpg``) stay two images. Frame paths are written relative to
+DIR, so ``enrol``'s default image root (the COCO file's folder) finds
+them. Objects of frames
 read from an archive cannot be listed (a COCO file names files) and are
 left out with one line.
 """
@@ -37,34 +40,53 @@ def parse_names(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def corrections(run, clusters: list[dict], names: dict[str, str], folder: Path, report: Callable[[str], None]) -> dict:
-    """A COCO dict of the named clusters' objects (boxes from clusters.csv,
-    frames from the run's quality.csv, sizes from its predictions.coco.json)."""
-    sizes = {}
+def frame_sizes(run) -> list[tuple[int, int] | None]:
+    """(width, height) of each frame of ``run.frames``, from its
+    predictions.coco.json (written in the same order); None where unknown."""
     try:
-        sizes = {im["file_name"]: (im["width"], im["height"]) for im in json.loads((run.folder / "predictions.coco.json").read_text())["images"]}
+        images = json.loads((run.folder / "predictions.coco.json").read_text())["images"]
+        sizes = [(int(im["width"]), int(im["height"])) for im in images]
+        names = [im["file_name"] for im in images]
     except (OSError, ValueError, KeyError, TypeError):
-        pass
-    sources = {}
-    for fr in run.frames:
-        sources.setdefault(fr["image"], fr.get("source", ""))
+        return [None] * len(run.frames)
+    if names == [fr["image"] for fr in run.frames]:
+        return sizes
+    unique = {n: s for n, s in zip(names, sizes) if names.count(n) == 1}  # another order: by name, where one frame has it
+    return [unique.get(fr["image"]) for fr in run.frames]
+
+
+def corrections(run, clusters: list[dict], names: dict[str, str], folder: Path, report: Callable[[str], None]) -> dict:
+    """A COCO dict of the named clusters' objects: each row of clusters.csv
+    found among the run's objects (``runfiles.locate``: by its frame and
+    box), its frame file from quality.csv and its size from
+    predictions.coco.json. Two frames that share a file name stay two
+    images."""
+    from plankton.run.runfiles import frame_index, locate
+
+    named = [r for r in clusters if r.get("cluster") in names]
+    found = locate(run, named)
+    fi, sizes = frame_index(run), frame_sizes(run)
     labels = sorted(set(names.values()))
     cats = {n: k + 1 for k, n in enumerate(labels)}
-    images: dict[str, dict] = {}
-    anns, skipped = [], 0
-    for r in clusters:
-        label = names.get(r["cluster"])
-        if label is None:
+    images: dict[int, dict] = {}
+    anns, unplaced, skipped = [], 0, 0
+    for r, i in zip(named, found):
+        f = -1 if i is None else int(fi[i])
+        if f < 0:
+            unplaced += 1
             continue
-        src = sources.get(r["image"], "")
-        if not src or not os.path.isfile(src) or r["image"] not in sizes:
+        src = run.frames[f].get("source") or ""
+        if not src or not os.path.isfile(src) or sizes[f] is None:
             skipped += 1
             continue
-        im = images.setdefault(src, {"id": len(images) + 1, "file_name": Path(os.path.relpath(src, folder)).as_posix(),
-                                     "width": sizes[r["image"]][0], "height": sizes[r["image"]][1]})
+        im = images.setdefault(f, {"id": len(images) + 1, "file_name": Path(os.path.relpath(src, folder)).as_posix(),
+                                   "width": sizes[f][0], "height": sizes[f][1]})
         x1, y1, x2, y2 = (float(r[k]) for k in ("x1", "y1", "x2", "y2"))
-        anns.append({"id": len(anns) + 1, "image_id": im["id"], "category_id": cats[label], "bbox": [x1, y1, x2 - x1, y2 - y1],
+        anns.append({"id": len(anns) + 1, "image_id": im["id"], "category_id": cats[names[r["cluster"]]], "bbox": [x1, y1, x2 - x1, y2 - y1],
                      "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+    if unplaced:
+        report(f"{unplaced} objects left out of {FILE}: clusters.csv does not say which frame they are in (not this run's objects, or a frame "
+               "name several frames share); run discover again without --name")
     if skipped:
         report(f"{skipped} objects left out of {FILE}: their frames are in an archive or no longer where the run read them")
     return {"images": list(images.values()), "categories": [{"id": i, "name": n} for n, i in cats.items()], "annotations": anns}
@@ -100,4 +122,4 @@ def write_corrections(run, folder: Path, pairs: list[str], err: Callable[[str], 
     return 0
 
 
-__all__ = ["FILE", "parse_names", "corrections", "write_corrections"]
+__all__ = ["FILE", "parse_names", "frame_sizes", "corrections", "write_corrections"]

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,15 +163,83 @@ def read_run(folder: str | Path, embeddings: bool = True) -> Run:
 
 
 def frame_index(run: Run) -> np.ndarray:
-    """Each detection's row in ``run.frames`` (without embeddings: by image
-    name, the first frame of that name)."""
+    """Each detection's row in ``run.frames``; -1 where that cannot be told.
+    The embeddings' own index when they were read; else quality.csv's
+    ``objects`` per frame, in the order both files are written; else the
+    image name, only where one frame has it (two frames may share a name:
+    the CLI walks subfolders)."""
     if run.frame is not None:
         return run.frame
-    first = {}
-    for i, fr in enumerate(run.frames):
-        first.setdefault(fr["image"], i)
-    return np.array([first.get(r["image"], -1) for r in run.detections], int)
+    counts = [fr.get("objects") or "" for fr in run.frames]
+    if counts and all(c.isdigit() for c in counts) and sum(map(int, counts)) == len(run.detections):
+        idx = np.repeat(np.arange(len(counts)), [int(c) for c in counts])
+        if all(run.frames[f]["image"] == r["image"] for f, r in zip(idx, run.detections)):
+            return idx
+    frames_of = Counter(fr["image"] for fr in run.frames)
+    only = {fr["image"]: i for i, fr in enumerate(run.frames) if frames_of[fr["image"]] == 1}
+    return np.array([only.get(r["image"], -1) for r in run.detections], int)
 
 
-__all__ = ["DETECTIONS", "EMBEDDINGS", "QUALITY", "Run", "RunError", "keep_for_later", "frame_order", "frame_index", "read_run", "write_embeddings",
-           "write_run_files"]
+def frame_keys(run: Run) -> list[str]:
+    """Each frame of ``run.frames`` named by its path relative to the run's
+    input: its ``source`` relative to the folder all the run's sources
+    share, so ``a/frame.jpg`` and ``b/frame.jpg`` stay two frames, and two
+    runs on the same frames, even moved, name them alike. A frame with no
+    recorded source keeps its image name."""
+    sources = [fr.get("source") or "" for fr in run.frames]
+    try:
+        root = os.path.commonpath([os.path.dirname(s) for s in sources if s]) if any(sources) else None
+    except ValueError:  # sources on different drives
+        root = None
+    return [Path(os.path.relpath(s, root)).as_posix() if s and root is not None else fr["image"] for fr, s in zip(run.frames, sources)]
+
+
+def detection_keys(run) -> list[str]:
+    """The key (``frame_keys``) of each detection's frame: what keeps objects
+    of two frames with one name apart in compare, discover and naming.
+    A run without frames (the app's, whose image names are already unique)
+    or a detection whose frame cannot be told keeps its image name."""
+    frames = getattr(run, "frames", None)
+    if not frames:
+        return [r["image"] for r in run.detections]
+    keys = frame_keys(run)
+    return [keys[f] if f >= 0 else r["image"] for f, r in zip(frame_index(run), run.detections)]
+
+
+def locate(run: Run, rows: list[dict]) -> list[int | None]:
+    """Rows that name an object by its frame and box (``image``, ``x1`` …
+    ``y2``, as clusters.csv does) → each one's row in ``run.detections``.
+    ``image`` may be a frame key (``detection_keys``) or, from a file
+    written before frames were keyed, an image name. None where no object
+    fits, or where objects of several frames of that name do."""
+    keys = detection_keys(run)
+    by_key: dict[tuple, list[int]] = defaultdict(list)
+    by_name: dict[tuple, list[int]] = defaultdict(list)
+    fi = frame_index(run) if run.frames else np.full(len(run.detections), -1)
+    for i, (key, r) in enumerate(zip(keys, run.detections)):
+        by_key[(key, _box(r))].append(i)
+        by_name[(r["image"], _box(r))].append(i)
+    used: set[int] = set()
+    out: list[int | None] = []
+    for r in rows:
+        try:
+            box = _box(r)
+        except (KeyError, TypeError, ValueError):
+            out.append(None)
+            continue
+        fits = by_key.get((r.get("image"), box)) or by_name.get((r.get("image"), box)) or []
+        if len({int(fi[i]) for i in fits}) > 1:
+            out.append(None)  # the name alone cannot say which frame
+            continue
+        free = [i for i in fits if i not in used]  # one frame: identical boxes (if ever) are taken in turn
+        out.append(free[0] if free else None)
+        used.update(free[:1])
+    return out
+
+
+def _box(r: dict) -> tuple[float, ...]:
+    return tuple(float(r[k]) for k in ("x1", "y1", "x2", "y2"))
+
+
+__all__ = ["DETECTIONS", "EMBEDDINGS", "QUALITY", "Run", "RunError", "keep_for_later", "frame_order", "frame_index", "frame_keys", "detection_keys",
+           "locate", "read_run", "write_embeddings", "write_run_files"]
