@@ -5,6 +5,7 @@
     python -m hub space ORG/NAME [--model-repo ORG/MODEL] [--model-revision REV] [--dry-run]  # deploy the demo Space (Spaces.md)
 
 This package is the command line; the work is in the library:
-hub.publish (push, with plankton.artifact.card) and plankton.hub (pull).
+plankton_app.publish (push, with plankton.artifact.card; the app publishes
+its saved versions with it) and plankton.hub (pull).
 plankton never imports this package.
 """

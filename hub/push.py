@@ -1,6 +1,6 @@
 """``python -m hub push|card|space``: publish model artifacts and deploy the
-demo Space. The publishing itself is ``hub.publish`` (the app uses it
-too); the Space deploy is ``hub.space``.
+demo Space. The publishing itself is ``plankton_app.publish`` (the app uses
+it too); the Space deploy is ``hub.space``.
 
     python -m hub push ARTIFACT_DIR --repo ORG/NAME [--revision BRANCH] [--tag vX.Y] [--private]
 """

@@ -107,6 +107,23 @@ def for_prototypes(prototypes) -> dict[str, tuple[int, int, int]]:
     return dict(_made[key])
 
 
+_uploads: dict[tuple, dict] = {}
+
+
+def for_upload(present: list[str], pairs: list[tuple[str, str]], base: dict[str, tuple[int, int, int]]) -> dict[str, tuple[int, int, int]]:
+    """``base`` with the species ``present`` in an upload (most frequent
+    first) recoloured among themselves: with 34 species and 20 colours the
+    model-wide mapping repeats colours, but an upload rarely holds more
+    than 20 species, and those on screen are the ones to tell apart."""
+    key = (tuple(present), tuple(pairs[:5]), len(pairs))
+    if key not in _uploads:
+        kept = [(a, b) for a, b in pairs if a in present and b in present]
+        _uploads[key] = assign(list(present), kept)  # look-alike pairs first, then the rest by frequency
+        if len(_uploads) > 256:
+            _uploads.pop(next(iter(_uploads)))
+    return dict(base) | _uploads[key]
+
+
 _current: dict[str, tuple[int, int, int]] = {}
 
 

@@ -16,6 +16,7 @@ from plankton.sample.dwca import Event, archive_files, zip_bytes
 from plankton.sample.ecotaxa import EcotaxaExport, ExportInfo
 from plankton.sample.exports import concentration_rows_from_csv, model_label
 from plankton.sample.meta import SampleMeta
+from plankton.artifact.manifest import ArtifactError, read_config
 from plankton.artifact.taxonomy import Taxonomy, TaxonomyError, for_model
 
 PREFIX = "plankton_app_"
@@ -27,22 +28,36 @@ def default_sample_id() -> str:
     return f"{PREFIX}{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}_{secrets.token_hex(2)}"
 
 
-def taxonomy(service) -> Taxonomy:
-    """The model's taxonomy.csv completed for its classes; derived from the
-    labels when it is missing or unusable (the problem is kept in
+def model_of(service, session) -> tuple[dict, Path, list[str]]:
+    """(config, folder, class names) of the model that named the session's
+    objects: the version saved from this session once it switched to it,
+    else the loaded model. Exports say which version named what."""
+    if session is not None and session.version:
+        try:
+            config = read_config(session.version, check_files=False)
+            return config, Path(session.version), list(config.get("prototypes", {}).get("names") or session.prototypes.names)
+        except (ArtifactError, OSError, AttributeError):
+            pass  # the saved folder is gone: say the loaded model rather than fail the download
+    return service.config, service.folder, service.class_names
+
+
+def taxonomy(service, session=None) -> Taxonomy:
+    """The naming model's taxonomy.csv completed for its classes; derived
+    from the labels when it is missing or unusable (the problem is kept in
     ``service.problems`` once)."""
+    _, folder, names = model_of(service, session)
     try:
-        return for_model(service.folder, service.class_names)
+        return for_model(folder, names)
     except TaxonomyError as e:
         if str(e) not in service.problems:
-            service.problems.append(str(e))
+            service.problems.append(service.public(e))
         return Taxonomy()
 
 
 def ecotaxa_zip(service, session, view, meta: SampleMeta | None, sample_id: str) -> bytes:
     """An EcoTaxa import folder (``plankton.sample.ecotaxa``) of the view, zipped."""
     info = ExportInfo(sample_id, session.sample.um_per_px, session.sample.volume_ul, f"plankton {__version__}",
-                      str(service.config.get("name") or ""), meta=meta, taxonomy=taxonomy(service), frames=len(view.frames))
+                      model_label(model_of(service, session)[0]), meta=meta, taxonomy=taxonomy(service, session), frames=len(view.frames))
     with tempfile.TemporaryDirectory() as tmp:
         export = EcotaxaExport(tmp, info)
         for (fi, f), fr, ids in zip(enumerate(session.frames), view.frames, view.ids):
@@ -61,4 +76,4 @@ def dwca_zip(service, session, view, concentration_csv: str | None, meta: Sample
     abundances of the concentration table shown beside it."""
     rows = concentration_rows_from_csv(concentration_csv) if concentration_csv else None
     event = Event(sample_id, list(view.frames), session.sample, meta or SampleMeta(), rows)
-    return zip_bytes(archive_files([event], taxonomy(service), model_label(service.config), f"plankton {__version__}"))
+    return zip_bytes(archive_files([event], taxonomy(service, session), model_label(model_of(service, session)[0]), f"plankton {__version__}"))

@@ -81,7 +81,7 @@ def flagged_rows(rows: list[dict]) -> list[list]:
 
 def build(ctx, tab) -> None:
     """The panel, inside the Sample tab's layout; redrawn when the tab is shown or a slider moves while it is."""
-    from .tabs import FAST
+    from .tabs import FAST, on_thresholds
 
     service = ctx.service
     with gr.Accordion("Watch the frames: do they look like the training frames?", open=False):
@@ -102,8 +102,7 @@ def build(ctx, tab) -> None:
         return refresh(det, cls, session) if shown == "sample" else (gr.skip(),) * 3
 
     tab.select(refresh, [ctx.det, ctx.cls, ctx.session], [note, plot, table], **FAST)
-    gr.on([ctx.det.change, ctx.cls.change], refresh_if_shown, [ctx.det, ctx.cls, ctx.session, ctx.shown_tab], [note, plot, table],
-          trigger_mode="always_last", **FAST)
+    on_thresholds(ctx, refresh_if_shown, [ctx.det, ctx.cls, ctx.session, ctx.shown_tab], [note, plot, table])
 
 
 __all__ = ["PLOTTED", "stats_of", "frame_table", "figure", "flagged_rows", "build"]

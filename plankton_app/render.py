@@ -38,14 +38,15 @@ def _scaled(frame: FrameResult, s: float) -> FrameResult:
     return FrameResult(frame.image, round(frame.width * s), round(frame.height * s), objs)
 
 
-def rgb(name: str) -> str:
-    r, g, b = species_colour(name)
+def rgb(name: str, colours: dict | None = None) -> str:
+    r, g, b = (colours or {}).get(name) or species_colour(name)
     return f"rgb({r},{g},{b})"
 
 
-def species_html(name: str) -> str:
-    """A species name with its box colour as a swatch; unknown in grey italics."""
-    swatch = f'<span style="display:inline-block;width:0.8em;height:0.8em;border-radius:2px;margin-right:0.35em;vertical-align:-0.05em;background:{rgb(name)}"></span>'
+def species_html(name: str, colours: dict | None = None) -> str:
+    """A species name with its box colour (``colours``: the upload's, from
+    ``View.colours``) as a swatch; unknown in grey italics."""
+    swatch = f'<span style="display:inline-block;width:0.8em;height:0.8em;border-radius:2px;margin-right:0.35em;vertical-align:-0.05em;background:{rgb(name, colours)}"></span>'
     label = f"<i>{UNKNOWN}</i>" if name == UNKNOWN else html.escape(name)
     return swatch + label
 
@@ -58,7 +59,7 @@ def counts_html(view: View | None) -> str:
     if not counts:
         return "<p>No objects at these thresholds.</p>"
     total = sum(counts.values())
-    rows = "".join(f'<tr><td>{species_html(k)}</td><td style="text-align:right">{v}</td><td style="text-align:right">{100 * v / total:.0f}%</td></tr>' for k, v in counts.items())
+    rows = "".join(f'<tr><td>{species_html(k, view.colours)}</td><td style="text-align:right">{v}</td><td style="text-align:right">{100 * v / total:.0f}%</td></tr>' for k, v in counts.items())
     # the total first, where the eye lands, not below a list that may need a scroll
     return (f'<table class="counts"><thead><tr><th>Species</th><th style="text-align:right">Count</th><th style="text-align:right">Share</th></tr>'
             f'<tr class="total"><td><b>Total</b></td><td style="text-align:right"><b>{total}</b></td><td></td></tr></thead>'
@@ -69,7 +70,7 @@ def annotated(session: Session, view: View) -> list[tuple[Image.Image, str]]:
     """(annotated image at display size, caption) per frame."""
     out = []
     for f, fr, ids in zip(session.frames, view.frames, view.ids):
-        img = annotate(f.computed.display, _scaled(fr, f.computed.scale), numbers=[int(k) + 1 for k in ids])
+        img = annotate(f.computed.display, _scaled(fr, f.computed.scale), numbers=[int(k) + 1 for k in ids], colours=view.colours or None)
         counts = fr.counts
         caption = f"{f.name}: {len(fr.objects)} object{'s' if len(fr.objects) != 1 else ''}"
         if counts.get(UNKNOWN):
@@ -87,8 +88,11 @@ def table(session: Session, view: View, limit: int = MAX_TABLE_ROWS) -> tuple[li
         if len(rows) >= limit:
             break
         alts = " · ".join(f"{html.escape(c.species)} {c.similarity:.2f}" for c in o.topk)
-        rows.append([oid + 1, html.escape(fr.image), img_html(session, oid), species_html(o.species), round(o.similarity, 3),
-                     round(o.det_score, 3), alts])
+        name = species_html(o.species, view.colours)
+        if o.corrected:  # the top-3 are the model's, not the name shown: say so
+            name += " <b>✔ corrected</b>"
+            alts = "the model said: " + alts
+        rows.append([oid + 1, html.escape(fr.image), img_html(session, oid), name, round(o.similarity, 3), round(o.det_score, 3), alts])
     return rows, view.n_objects
 
 
@@ -171,7 +175,7 @@ def model_markdown(info: dict) -> str:
              + (f" (and {len(th['class_thresholds'])} species with their own, in the table below)" if th.get("class_thresholds") else "")]
     figures = []
     if isinstance(det.get("ap50"), float):
-        figures.append(f"detection AP@0.5 **{det['ap50']:.3f}**, recall {det.get('recall', float('nan')):.3f}")
+        figures.append(f"detection AP at IoU 0.5 **{det['ap50']:.3f}**, recall {det.get('recall', float('nan')):.3f}")
     if isinstance(ident.get("top1"), float):
         figures.append(f"identification top-1 **{ident['top1']:.3f}**, F1-macro {ident.get('f1_macro', float('nan')):.3f}"
                        + (f", F1-macro over species with ≥ {ident.get('common_species', {}).get('min_training_boxes', 10)} training boxes {ident['f1_macro_common']:.3f}" if isinstance(ident.get("f1_macro_common"), float) else ""))

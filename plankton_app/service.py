@@ -9,10 +9,9 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from plankton.run.writers import coco_results
 
 from . import render
 from .answers import ValidationAnswers
+from .privacy import public
 from .render import downscale
 from .session import Computed, Frame, Session, View
 from .uploads import MAX_FRAMES, MAX_PIXELS, InputError, iter_sources
@@ -53,6 +53,7 @@ class Service(ValidationAnswers):
         self.description = description or str(self.folder)
         self.topk = cascade.identifier.cfg.topk
         self.problems: list[str] = []  # optional artifact files that could not be read
+        self.hub_repo: str | None = None  # the Hub repo the model came from (``load``): Compare offers its revisions
         self.validation = self._optional(VALIDATION_FILE, ValidationSet.load)
         self.metrics = self._optional("metrics.json", lambda p: json.loads(Path(p).read_text(encoding="utf-8")))
         self.reliability = self.folder / "reliability.png" if (self.folder / "reliability.png").is_file() else None
@@ -60,7 +61,9 @@ class Service(ValidationAnswers):
         self._cache: OrderedDict[str, Computed] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._model_lock = threading.Lock()
-        palette.use(palette.for_prototypes(cascade.identifier.prototypes))  # frames, legends and tables draw with one mapping
+        self._colours = palette.for_prototypes(cascade.identifier.prototypes)
+        self._pairs = palette.look_alikes(cascade.identifier.prototypes)
+        palette.use(self._colours)  # what is drawn outside an upload (legends, the Species tab) uses one mapping
 
     @classmethod
     def load(cls, folder: str | Path | None = None, repo_id: str | None = None, revision: str | None = None, device: str = "cpu") -> "Service":
@@ -69,14 +72,19 @@ class Service(ValidationAnswers):
         bundled model, in that order (``plankton.hub.load_resolved``). The
         runtime is "auto": ONNX Runtime where the artifact carries current
         ONNX files (same outputs, faster on the CPU)."""
+        from plankton.hub import ENV_REPO
+
         if folder is not None:
             from plankton.artifact.folder import load_artifact
 
-            return cls(load_artifact(folder, device=device, runtime="auto"), f"--model {folder}")
-        from plankton.hub import load_resolved
+            service = cls(load_artifact(folder, device=device, runtime="auto"), f"--model {folder}")
+        else:
+            from plankton.hub import load_resolved
 
-        cascade, resolved = load_resolved(repo_id, revision, device=device, runtime="auto")
-        return cls(cascade, resolved.description)
+            cascade, resolved = load_resolved(repo_id, revision, device=device, runtime="auto")
+            service = cls(cascade, resolved.description)
+        service.hub_repo = repo_id or os.environ.get(ENV_REPO, "").strip() or None  # whose revisions Compare may load
+        return service
 
     def _optional(self, name: str, loader):
         path = self.folder / name
@@ -156,6 +164,7 @@ class Service(ValidationAnswers):
             except MemoryError:  # e.g. crops of a 200000×10 frame: skip it, keep serving
                 problems.append(f"{src.name}: out of memory analysing a {image.shape[1]}x{image.shape[0]} frame")
                 continue
+            computed.source = computed.source or src.data
             session.frames.append(Frame(src.name, computed))
         session.messages = problems
         if not session.frames:
@@ -191,7 +200,19 @@ class Service(ValidationAnswers):
                 oid = np.array([k for k, _ in pairs], int)
             frames.append(fr)
             ids.append(oid)
-        return View(frames, ids, det, cls)
+        return View(frames, ids, det, cls, self.colours(session))
+
+    def colours(self, session: Session) -> dict:
+        """Species colours for this upload: distinct ones for the species it
+        holds (top-1 at the detector floor, and names given in corrections),
+        so they do not move with the sliders."""
+        found: Counter = Counter(session.corrections.values())
+        for i in range(len(session.frames)):
+            a = session.analysis(i)
+            if len(a.similarity):
+                found.update(np.asarray(a.names, dtype=object)[np.asarray(a.similarity).argmax(1)].tolist())
+        present = [n for n, _ in found.most_common() if n not in (UNKNOWN, NOT_PLANKTON)]
+        return palette.for_upload(present, self._pairs, self._colours)
 
     # ---- corrections
     def correct(self, session: Session, object_id: int, label: str) -> Session:
@@ -278,10 +299,17 @@ class Service(ValidationAnswers):
 
     # ---- a new model version from the session's corrections
     def save_version(self, session: Session, folder: str | Path, force: bool = False):
+        """``write_version`` then ``use_version``: (report, the session now
+        using the child's prototypes)."""
+        report = self.write_version(session, folder, force)
+        return report, self.use_version(session, folder)
+
+    def write_version(self, session: Session, folder: str | Path, force: bool = False):
         """Enrol the session's corrections into a child of the loaded model,
-        written to ``folder`` (``plankton.artifact.enrol``: refused when it costs the
-        existing species more than 0.01 top-1, unless ``force``). Returns
-        (report, session now using the child's prototypes)."""
+        written to ``folder`` (``plankton.artifact.enrol``: refused when it
+        costs the existing species more than 0.01 top-1, unless ``force``).
+        Returns enrol's report; the session is not touched, so the app can
+        switch the session as it is when the slow write ends."""
         from plankton.artifact.enrol import enrol
 
         corrections = session.all_corrections()
@@ -292,20 +320,23 @@ class Service(ValidationAnswers):
             examples.setdefault(c.label, []).append(c.embedding)
         coco = json.dumps(self.corrections_coco(session), sort_keys=True).encode()
         source = {"kind": "app session", "corrections_sha256": hashlib.sha256(coco).hexdigest(), "objects": len(corrections)}
-        report = enrol(self.folder, {k: np.stack(v) for k, v in examples.items()}, folder, force=force, source=source)
+        return enrol(self.folder, {k: np.stack(v) for k, v in examples.items()}, folder, force=force, source=source)
+
+    def use_version(self, session: Session, folder: str | Path) -> Session:
+        """``session`` (its corrections kept) answering with the prototypes of the version in ``folder``."""
         child = Prototypes.load(Path(folder) / "prototypes.safetensors")
         switched = self._with_prototypes(session, child, [n for n in child.names if n not in self.class_names and n != NOT_PLANKTON])
-        return report, dataclasses.replace(switched, version=str(folder))
+        return dataclasses.replace(switched, version=str(folder))
 
     def publish_version(self, folder: str | Path) -> dict | None:
         """Push a saved version to the Hub repo named by $PLANKTON_PUSH_REPO
         (branch $PLANKTON_PUSH_REVISION, default main) with
-        ``hub.publish``, as ``python -m hub push`` does; None when no
+        ``plankton_app.publish``, as ``python -m hub push`` does; None when no
         repo is configured. The token is huggingface_hub's (HF_TOKEN)."""
         repo = os.environ.get(PUSH_REPO_ENV, "").strip()
         if not repo:
             return None
-        from hub.publish import push_artifact
+        from .publish import push_artifact
 
         endpoint = os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or None
         return push_artifact(folder, repo, revision=os.environ.get(PUSH_REVISION_ENV, "").strip() or None, endpoint=endpoint,
@@ -368,8 +399,7 @@ class Service(ValidationAnswers):
 
     def public(self, text: str) -> str:
         """``text`` with the model's folder, and any absolute path, cut to its last part: the server's disk is private."""
-        text = str(text).replace(str(self.folder), self.folder.name)
-        return re.sub(r"(?<![\w.])(?:/|[A-Za-z]:\\)(?:[^\s/\\()]+[/\\])+([^\s/\\()]+)", r"\1", text)
+        return public(text, self.folder)
 
     # ---- start-up
     def warm_up(self, frame: str | os.PathLike | None = None) -> float:
@@ -384,6 +414,7 @@ class Service(ValidationAnswers):
         else:
             image = np.random.default_rng(0).integers(150, 230, size=(720, 1280, 3), dtype=np.uint8)
         computed = self.compute(image, key)
+        computed.source = computed.source or (data if frame is not None else b"")
         session = Session([Frame("warm-up", computed)])
         view = self.refilter(session)
         render.annotated(session, view)

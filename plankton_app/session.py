@@ -32,6 +32,7 @@ class Computed:
     crops: list[np.ndarray] = field(default_factory=list)  # native-resolution object crops, for exports and thumbnails
     thumbs: dict = field(default_factory=dict, repr=False)  # (detection, µm per pixel) → (data URI, width, height)
     stats: dict = field(default_factory=dict)  # plankton.quality.image_stats of the decoded frame (Sample: watch the frames)
+    source: bytes = field(default=b"", repr=False)  # the file as uploaded: Compare runs model B on the same pixels as model A
 
 
 @dataclass
@@ -132,6 +133,7 @@ class View:
     ids: list[np.ndarray]  # object ids of each frame's objects, in order
     det_conf: float
     cls_conf: float
+    colours: dict = field(default_factory=dict)  # species → RGB for this upload (``palette.for_upload``)
 
     @property
     def n_objects(self) -> int:

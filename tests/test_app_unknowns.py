@@ -128,10 +128,13 @@ def test_comparing_the_bundled_model_with_itself_shows_no_change(bundled, monkey
 
     session = bundled.analyse([FRAMES[2]])
     monkeypatch.delenv("PLANKTON_MODEL_REPO", raising=False)
-    with pytest.raises(InputError, match="no folder here"):
-        compare_panel.load_second("no-such-revision-or-folder")
-    other = compare_panel.load_second(str(BUNDLED))
-    assert compare_panel.load_second(str(BUNDLED)) is other  # cached: loading takes seconds
+    root = BUNDLED.parent  # as `app.py --models-root models` offers it: by name
+    with pytest.raises(InputError, match="nothing else on the server"):
+        compare_panel.load_second("no-such-revision-or-folder", root)
+    with pytest.raises(InputError, match="nothing else on the server"):
+        compare_panel.load_second(str(BUNDLED), root)  # a path, even to an offered folder: refused
+    other = compare_panel.load_second(BUNDLED.name, root)
+    assert compare_panel.load_second(BUNDLED.name, root) is other  # cached: loading takes seconds
     out = compare_panel.compare(bundled, session, other)
     counts = {r["species"]: r for r in out["counts"]}
     assert counts["total"]["count_a"] == counts["total"]["count_b"] > 0

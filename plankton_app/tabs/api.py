@@ -16,7 +16,7 @@ Every result shown here is also available to scripts through [`gradio_client`](h
 ```python
 from gradio_client import Client, handle_file
 
-client = Client("http://127.0.0.1:7860/")
+client = Client("{url}")
 result = client.predict([handle_file("frame.jpg")], 0.25, 0.5, api_name="/identify")  # files, det_conf, cls_conf
 for frame in result["frames"]:
     for obj in frame["objects"]:
@@ -40,11 +40,31 @@ def _error(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
+def help_text(url: str) -> str:
+    return HELP.replace("{url}", url)
+
+
+def address(request: gr.Request | None) -> str:
+    """The app's address as the browser reached it (behind a proxy too): the
+    example must work as pasted, whatever port or host the app runs on."""
+    headers = getattr(request, "headers", None) or {}
+    host = headers.get("x-forwarded-host") or headers.get("host")
+    if not host:
+        return "http://127.0.0.1:7860/"
+    scheme = headers.get("x-forwarded-proto") or getattr(getattr(request, "url", None), "scheme", None) or "http"
+    return f"{scheme.split(',')[0].strip()}://{host.split(',')[0].strip()}/"
+
+
 def build(ctx: Context) -> None:
     """The API tab: inside ``gr.Tabs()``."""
     with gr.Tab("API", id="api") as tab:
-        gr.Markdown(HELP)
+        text = gr.Markdown(help_text("http://127.0.0.1:7860/"), elem_id="api-help")
     track(tab, "api", ctx)
+
+    def show(request: gr.Request):
+        return help_text(address(request))
+
+    tab.select(show, None, text, api_visibility="private", queue=False)
 
 
 def endpoints(ctx: Context) -> None:

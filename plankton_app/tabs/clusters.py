@@ -54,14 +54,19 @@ def groups(service, session, det=None, cls=None, min_cluster_size: int = MIN_CLU
     return out
 
 
-def name_cluster(service, session, group_ids: list[int], label: str):
+def name_cluster(service, session, group_ids: list[int], label: str, group: str | None = None):
     """The session with every object of a cluster corrected to ``label``
-    (a species, a new name, or ``NOT_PLANKTON``); InputError on a bad label."""
+    (a species, a new name, or ``NOT_PLANKTON``); InputError on a bad label.
+    The noise group (``group`` NOISE) can only be rejected: its objects are
+    alike to nothing, so one name for all of them would be a guess."""
     label = " ".join(str(label or "").split())
     if not label:
         raise InputError("Type a name for the cluster first (a species, a new name, or 'not plankton').")
     if not group_ids:
         raise InputError("Choose a cluster first: press 'Group the unknown objects', then pick one.")
+    if group == NOISE and label != NOT_PLANKTON:
+        raise InputError("The noise group is objects like no other, not one species: reject it as not plankton, "
+                         "or name its objects one by one in the table.")
     for oid in group_ids:
         session = service.correct(session, oid, label)
     return session
@@ -88,7 +93,8 @@ def build(ctx: Context, tab=None) -> list:
     with gr.Accordion("Unknown objects, grouped", open=False):
         gr.Markdown("The objects answered *unknown* at the current thresholds, grouped by how alike the model sees them (HDBSCAN, "
                     f"clusters of {MIN_CLUSTER_SIZE} or more, largest first; *noise*: objects like no other). Name a cluster to correct "
-                    "all its objects at once (each can still be undone in the table), or reject it as not plankton.")
+                    "all its objects at once (each can still be undone in the table), or reject it as not plankton. "
+                    "The noise group can only be rejected; name its objects one by one in the table.")
         group_btn = gr.Button("Group the unknown objects", elem_id="clusters-group")
         shown = gr.State({})  # cluster name → object ids, as looked at: naming never re-clusters
         gallery = gr.HTML("", elem_id="clusters-gallery")
@@ -105,11 +111,12 @@ def build(ctx: Context, tab=None) -> list:
             return {}, "", gr.Dropdown(choices=[], value=None)
         found = groups(service, session, det, cls)
         choices = [g.name for g in found if g.name != NOISE] + ([NOISE] if any(g.name == NOISE for g in found) else [])
-        return {g.name: g.ids for g in found}, gallery_html(session, found), gr.Dropdown(choices=choices, value=choices[0] if choices else None)
+        first = next((c for c in choices if c != NOISE), None)  # never noise by default: it is no cluster
+        return {g.name: g.ids for g in found}, gallery_html(session, found), gr.Dropdown(choices=choices, value=first)
 
     def on_name(session, clusters, chosen, label, det, cls):
         try:
-            session = name_cluster(service, session, list(clusters.get(chosen) or []), label)
+            session = name_cluster(service, session, list(clusters.get(chosen) or []), label, chosen)
         except InputError as e:
             gr.Warning(str(e))
             return session, *on_group(det, cls, session)

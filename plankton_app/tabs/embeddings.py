@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .. import plots
-from . import FAST, Context, track
+from . import FAST, Context, on_thresholds, track
 
 
 def build(ctx: Context) -> None:
@@ -28,5 +28,4 @@ def build(ctx: Context) -> None:
         return figure(det, cls, session) if shown == "embeddings" else gr.skip()
 
     tab.select(figure, [ctx.det, ctx.cls, ctx.session], plot, api_name="ui_plot", **FAST)
-    gr.on([ctx.det.change, ctx.cls.change], figure_if_shown, [ctx.det, ctx.cls, ctx.session, ctx.shown_tab], plot,
-          api_name="ui_plot_if_shown", trigger_mode="always_last", **FAST)
+    on_thresholds(ctx, figure_if_shown, [ctx.det, ctx.cls, ctx.session, ctx.shown_tab], [plot])

@@ -10,7 +10,7 @@ import gradio as gr
 from .. import downloads, render
 from ..session import View, parse_ids
 from ..uploads import MAX_FRAMES, InputError
-from . import FAST, Context, track
+from . import Context, on_thresholds, track
 
 TABLE_HEADERS = ["#", "frame", "crop", "species", "similarity", "det. score", "top-3 candidates"]
 TABLE_TYPES = ["number", "str", "html", "html", "number", "number", "str"]
@@ -129,7 +129,6 @@ def build(ctx: Context, examples: list) -> None:
     ctx.followers.append((on_slider, [ctx.det, ctx.cls, ctx.session], comps))  # corrections elsewhere redraw this tab at once
     files.change(on_upload, [files, ctx.det, ctx.cls, ctx.session], comps + [ctx.session], api_name="ui_identify",
                  concurrency_id="model", concurrency_limit=1, api_visibility="undocumented", show_progress_on=[gallery])
-    gr.on([ctx.det.change, ctx.cls.change], on_slider, [ctx.det, ctx.cls, ctx.session], comps, api_name="ui_refilter",
-          trigger_mode="always_last", **FAST)
+    on_thresholds(ctx, on_slider, [ctx.det, ctx.cls, ctx.session], comps)
     enrol_btn.click(on_enrol, [enrol_name, enrol_ids, ctx.det, ctx.cls, ctx.session], comps + [ctx.session, enrol_ids],
                     api_name="ui_enrol", concurrency_id="fast", api_visibility="undocumented")

@@ -9,7 +9,7 @@ import json
 import gradio as gr
 
 from .. import downloads, plots, render
-from . import FAST, Context, compare_panel, track
+from . import FAST, Context, compare_panel, on_thresholds, track
 
 METRIC_HEADERS = ["species", "precision", "recall", "F1", "support", "threshold"]
 CONFUSION_HEADERS = ["true species", "answer", "objects", "share of the species"]
@@ -65,7 +65,9 @@ def build(ctx: Context) -> None:
         gr.Markdown(render.model_markdown(info))
         rows = render.training_rows(info.get("training") if isinstance(info.get("training"), dict) else None)
         if rows:
-            gr.Dataframe(rows, headers=render.TRAINING_HEADERS, interactive=False, wrap=True, label="Training", elem_id="training")
+            # fixed shares of the width, wrapped: left to itself the table grew past the page and was cut off on the right
+            gr.Dataframe(rows, headers=render.TRAINING_HEADERS, interactive=False, wrap=True, label="Training", elem_id="training",
+                         column_widths=["15%", "30%", "19%", "8%", "16%", "12%"])
             gr.DownloadButton("⬇ Full training record (JSON)", value=record, size="sm")
         with gr.Accordion("Taxonomy: the scientific names exports use (taxonomy.csv)", open=False):
             gr.Dataframe(taxonomy_rows(service), headers=["class", "scientific name", "rank", "AphiaID"], interactive=False,
@@ -95,5 +97,4 @@ def build(ctx: Context) -> None:
 
     outs = [metrics, metrics_caption, heatmap, top_table]
     tab.select(refresh, [ctx.cls, ctx.session], outs, api_name="ui_metrics", **FAST)
-    ctx.cls.change(refresh_if_shown, [ctx.cls, ctx.session, ctx.shown_tab], outs, api_name="ui_metrics_if_shown",
-                   trigger_mode="always_last", **FAST)
+    on_thresholds(ctx, refresh_if_shown, [ctx.cls, ctx.session, ctx.shown_tab], outs)

@@ -9,6 +9,7 @@ import html
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,10 +18,13 @@ import gradio as gr
 
 from plankton.results import NOT_PLANKTON, UNKNOWN
 
+from plankton.sample.exports import model_label
+
 from .. import downloads, render
+from ..exports import model_of
 from ..thumbs import img_html
 from ..uploads import InputError
-from . import FAST, Context, clusters, follow, track
+from . import FAST, Context, clusters, follow, on_thresholds, track
 
 HEADERS = ["#", "frame", "crop", "answer", "similarity", "det. score", "top-3 candidates"]
 TYPES = ["number", "str", "html", "html", "number", "number", "str"]
@@ -64,14 +68,14 @@ def rows(session, view, which: str = "to review", limit: int = render.MAX_TABLE_
     """The table under filter ``which``; objects are numbered from 1."""
     out = []
     for oid, fr, o in queue(session, view, which)[:limit]:
-        answer = render.species_html(o.species) if o.species != NOT_PLANKTON else "<i>not plankton</i>"
+        answer = render.species_html(o.species, view.colours) if o.species != NOT_PLANKTON else "<i>not plankton</i>"
         answer += {"corrected": " <b>✔ corrected</b>", "rejected": " <b>✖ rejected</b>"}.get(state(session, oid), "")
         out.append([oid + 1, html.escape(fr.image), img_html(session, oid), answer, round(o.similarity, 3), round(o.det_score, 3),
                     " · ".join(f"{html.escape(c.species)} {c.similarity:.2f}" for c in o.topk)])
     return out
 
 
-def status(session, view=None) -> str:
+def status(session, view=None, service=None) -> str:
     if session is None or not session.frames:
         return "Upload frames in the Identify tab; their objects are listed here, the most doubtful first."
     n = len(session.corrections) + len(session.earlier)
@@ -80,8 +84,8 @@ def status(session, view=None) -> str:
         left = {w: len(queue(session, view, w)) for w in FILTERS[:3]}
         text += f" At these thresholds: {left['to review']} to review, {left['corrected']} corrected, {left['rejected']} rejected."
     text += "  \nKeys: **N** next · **A** accept the answer · **X** not plankton · **U** undo."
-    if session.version:
-        text += f"  \nUsing the model version saved from this session: `{Path(session.version).name}`."
+    if session.version and service is not None:
+        text += f"  \nUsing {model_label(model_of(service, session)[0])}, saved from this session."
     return text
 
 
@@ -116,7 +120,8 @@ def build(ctx: Context) -> None:
                         "validation objects first; one that costs the known species more than 0.01 top-1 is refused unless you force it.")
             force = gr.Checkbox(False, label="Save even if top-1 on the known species drops by more than 0.01")
             save_btn = gr.Button("Save as new model version")
-            saved = gr.Markdown("")
+            saved = gr.Markdown("", elem_id="review-saved")
+            pending = gr.State(None)  # the folder of a version just written, until the session switches to it
         named = clusters.build(ctx, tab)  # the unknown objects, grouped (issue 30)
     track(tab, "review", ctx)
 
@@ -137,7 +142,7 @@ def build(ctx: Context) -> None:
             pick = listed[(listed.index(move_from) + 1) % len(listed)] if move_from in listed else (listed[0] if listed else None)
         elif pick not in listed:
             pick = listed[0] if listed else None
-        return (status(session, view), rows(session, view, which), gr.DownloadButton(value=coco, interactive=coco is not None),
+        return (status(session, view, service), rows(session, view, which), gr.DownloadButton(value=coco, interactive=coco is not None),
                 "" if pick is None else str(pick + 1))
 
     def refresh_if_shown(det, cls, session, which, current, shown):
@@ -167,13 +172,17 @@ def build(ctx: Context) -> None:
         return session, *refresh(det, cls, session, which, current, move_from=oid)
 
     def on_set(oid, name, det, cls, session, which):
+        """As ``act``, and the species box emptied once it named an object:
+        Object # moves on, and a second click must not name the next one too."""
         i = chosen(session, oid)
         if i is None:
-            return session, *refresh(det, cls, session, which, oid)
+            return session, *refresh(det, cls, session, which, oid), gr.skip()
         if not " ".join(str(name or "").split()):
             gr.Warning("Choose a species (or type a new name) first, then Set species.")
-            return session, *refresh(det, cls, session, which, oid)
-        return act(session, i, name, det, cls, which, oid)
+            return session, *refresh(det, cls, session, which, oid), gr.skip()
+        out = act(session, i, name, det, cls, which, oid)
+        named = out[0] is not None and out[0].corrections.get(i) == " ".join(str(name).split())
+        return *out, (None if named else gr.skip())
 
     def on_accept(oid, det, cls, session, which):
         i = chosen(session, oid)
@@ -218,31 +227,44 @@ def build(ctx: Context) -> None:
         gr.Info(f"Undone: object {oid + 1} is back to " + ("the model's answer." if label is None else f"{label!r}."))
         return session, *refresh(det, cls, session, which, oid + 1)  # the undone object in hand, where the filter lists it
 
-    def on_save(force_it, det, cls, session, which, current):
-        if session is None:
-            gr.Warning("There are no corrections to save.")
-            return session, "", *refresh(det, cls, session, which, current)
+    def on_save(force_it, session):
+        """The slow part: the version is written and published. It returns no
+        session: one written back at the end would undo corrections made
+        meanwhile (``adopt`` switches the session as it is by then)."""
+        if session is None or not session.all_corrections():
+            gr.Warning("There are no corrections to save: correct some objects first.")
+            return "", None
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", str(service.config.get("name") or "model"))
         folder = versions_dir() / f"{stem}-v{int(service.config.get('version', 1)) + 1}-{time.strftime('%Y%m%d-%H%M%S')}"
         try:
-            report, session = service.save_version(session, folder, force=bool(force_it))
+            report = service.write_version(session, folder, force=bool(force_it))
         except (InputError, ValueError) as e:
-            gr.Warning(str(e), duration=15)
-            return session, f"⚠️ {e}", *refresh(det, cls, session, which, current)
+            gr.Warning(service.public(e), duration=15)
+            return f"⚠️ {service.public(e)}", None
+        print(f"app: model version {report.version} saved to {folder}", file=sys.stderr)  # for the operator; visitors never see the server's disk
         change = "" if report.top1_change is None else (f" Top-1 on the {report.objects_checked} validation objects of the known species: "
                                                          f"{report.top1_before:.3f} → {report.top1_after:.3f}.")
-        text = (f"Saved **version {report.version}** to `{folder}`: {sum(report.examples.values())} examples"
-                + (f", new species: {', '.join(report.new_species)}" if report.new_species else "") + f".{change} "
-                f"This session now uses it. Serve it to everyone with `python app.py --model {folder}`.")
+        text = (f"Saved **version {report.version}** of {service.config.get('name') or 'the model'}: {sum(report.examples.values())} examples"
+                + (f", new species: {', '.join(report.new_species)}" if report.new_species else "") + f".{change} This session now uses it.")
         try:
             pushed = service.publish_version(folder)
         except Exception as e:  # the Hub's and the network's own errors: the saved folder stays
             pushed = None
-            text += f"  \n⚠️ Not published to the Hub: {' '.join(str(e).split())[:300]}"
+            text += f"  \n⚠️ Not published to the Hub: {service.public(' '.join(str(e).split()))[:300]}"
         if pushed:
-            text += (f"  \nPublished to {pushed['repo_id']}@{pushed['revision']} as commit `{pushed['commit_sha']}`: "
+            text += (f"  \nPublished to {pushed['repo_id']}, branch {pushed['revision']}, as commit `{pushed['commit_sha']}`: "
                      f"set `PLANKTON_MODEL_REVISION={pushed['commit_sha']}` to serve it.")
-        return session, text, *refresh(det, cls, session, which, current)
+        else:
+            text += "  \nIt lives on this server only: to share it, the operator can publish it (`python -m hub push`) or set PLANKTON_PUSH_REPO."
+        return text, str(folder)
+
+    def adopt(folder, det, cls, session, which, current):
+        """The quick part: the session as it is now, corrections made during
+        the save included, switches to the saved version."""
+        if not folder or session is None:
+            return gr.skip(), None, *refresh(det, cls, session, which, current)
+        session = service.use_version(session, folder)
+        return session, None, *refresh(det, cls, session, which, current)
 
     def pick(evt: gr.SelectData):
         """Clicking a row picks its object."""
@@ -255,14 +277,14 @@ def build(ctx: Context) -> None:
     tab.select(refresh, [*base, object_id], outs, api_name="ui_review", **FAST)
     for ev in named: ev.then(refresh, [*base, object_id], outs, **FAST)  # noqa: E701 (a named cluster's objects leave "to review" at once)
     which.change(refresh, [*base, object_id], outs, api_name="ui_review_filter", **FAST)
-    gr.on([ctx.det.change, ctx.cls.change], refresh_if_shown, [*base, object_id, ctx.shown_tab], outs,
-          api_name="ui_review_if_shown", trigger_mode="always_last", **FAST)
+    on_thresholds(ctx, refresh_if_shown, [*base, object_id, ctx.shown_tab], outs)
     fast = dict(api_visibility="undocumented", concurrency_id="fast")
-    follow(ctx, set_btn.click(on_set, [object_id, label, *base], [ctx.session, *outs], api_name="ui_correct", **fast))
+    follow(ctx, set_btn.click(on_set, [object_id, label, *base], [ctx.session, *outs, label], api_name="ui_correct", **fast))
     follow(ctx, accept_btn.click(on_accept, [object_id, *base], [ctx.session, *outs], api_name="ui_accept", **fast))
     follow(ctx, reject_btn.click(on_reject, [object_id, *base], [ctx.session, *outs], api_name="ui_reject", **fast))
     follow(ctx, clear_btn.click(on_clear, [object_id, *base], [ctx.session, *outs], api_name="ui_clear_correction", **fast))
     follow(ctx, undo_btn.click(on_undo, base, [ctx.session, *outs], api_name="ui_undo", **fast))
     next_btn.click(on_next, [object_id, *base], outs, api_name="ui_next", **fast)
-    follow(ctx, save_btn.click(on_save, [force, *base, object_id], [ctx.session, saved, *outs], api_name="ui_save_version",
-                               api_visibility="undocumented", concurrency_id="model", concurrency_limit=1))
+    written = save_btn.click(on_save, [force, ctx.session], [saved, pending], api_name="ui_save_version",
+                             api_visibility="undocumented", concurrency_id="model", concurrency_limit=1)
+    follow(ctx, written.then(adopt, [pending, *base, object_id], [ctx.session, pending, *outs], api_name="ui_use_version", **fast))

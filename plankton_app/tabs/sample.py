@@ -17,7 +17,7 @@ from plankton.sample.meta import SampleMeta, SampleMetaError, parse
 
 from .. import downloads, plots, quality_panel
 from ..exports import default_sample_id
-from . import FAST, Context, follow, track
+from . import FAST, Context, follow, on_thresholds, track
 
 CONC_HEADERS = ["species", "estimated cells per ml", "95% low", "95% high", "estimated objects", "counted objects", "counted cells per ml"]
 FILES = ["detections.csv", "concentration.csv", "counts.csv", "ecotaxa.zip", "dwca.zip"]
@@ -39,6 +39,14 @@ def sample_meta(station, latitude, longitude, date, time, depth_min, depth_max) 
         return None, e.problems
 
 
+def popups(problems: list[str], latitude, longitude) -> list[str]:
+    """The problems worth a pop-up now. With one coordinate given and the
+    other empty, the other is most likely typed next: its absence waits in
+    the note (the exports that need it wait too) instead of interrupting."""
+    half = bool(str(latitude or "").strip()) != bool(str(longitude or "").strip())
+    return [p for p in problems if not (half and "missing" in p and ("latitude" in p or "longitude" in p))]
+
+
 def number(text, what: str) -> float | None:
     """A field's text → a number, None when empty; ValueError (one line) otherwise."""
     text = str(text if text is not None else "").strip().replace(",", ".")
@@ -50,26 +58,43 @@ def number(text, what: str) -> float | None:
         raise ValueError(f"{what}: {text!r} is not a number.") from None
 
 
+OTHERS = "others (each estimated below 0.5)"
+
+
 def concentration_table(view, sample: Sample, counter=None) -> list[list]:
     """Rows for the table, the total first (where the eye lands). It leads
     with the estimate (``quantify``: boxes weighed by how often such a box
     is a real object, corrected for misses and look-alikes) and its 95%
-    interval; the raw count of boxes shown stands beside it. Without a count
-    calibration the estimate columns hold the raw count and its Poisson interval."""
+    interval; the raw count of boxes shown stands beside it. The screen
+    shows what concentration.csv holds: a species the calibration gives no
+    estimate stays blank there too (never its raw count under "estimated"),
+    and the estimates of the names too rare for a row of their own go on
+    one ``others`` row, so the rows add up to the estimated total. Without a
+    count calibration the estimate columns hold the raw count and its
+    Poisson interval."""
     if view is None or sample.volume_ul is None:
         return []
     rows = concentration_rows(view.frames, sample, estimate=counter.estimate(view.frames) if counter is not None else None)
-    rows = [r for r in rows if r["species"] == "total"] + [r for r in rows if r["species"] != "total"]
+    total = next(r for r in rows if r["species"] == "total")
+    rows = [r for r in rows if r["species"] != "total"]
+    if counter is not None and "count_est" in total:
+        rest = total["count_est"] - sum(r.get("count_est", 0.0) for r in rows)
+        if rest >= 0.05:  # (a negative rest would be the calibration's own inconsistency: shown as it is)
+            ml = total["volume_ml"]
+            rows.append({"species": OTHERS, "count": 0, "cells_per_ml": 0.0, "count_est": rest, "cells_per_ml_est": rest / ml if ml else float("nan")})
 
-    def per_ml(v):  # a concentration's precision is its interval's, not two decimals of a cell
-        return float(f"{v:.3g}") if v == v else v
+    def per_ml(v):  # a concentration's precision is its interval's, not two decimals of a cell; blank where the CSV is
+        return "" if v is None else float(f"{v:.3g}") if v == v else v
 
     def est(r, key, raw):
-        return r.get(key, r[raw])
+        return r.get(key, r.get(raw) if counter is None else None)
+
+    def one(v):
+        return "" if v is None else round(v, 1)
 
     return [[r["species"], per_ml(est(r, "cells_per_ml_est", "cells_per_ml")), per_ml(est(r, "cells_per_ml_est_low", "cells_per_ml_low")),
-             per_ml(est(r, "cells_per_ml_est_high", "cells_per_ml_high")), round(est(r, "count_est", "count"), 1), r["count"],
-             per_ml(r["cells_per_ml"])] for r in rows]
+             per_ml(est(r, "cells_per_ml_est_high", "cells_per_ml_high")), one(est(r, "count_est", "count")), r["count"],
+             per_ml(r["cells_per_ml"])] for r in [total] + rows]
 
 
 def note(session, view, problems: list[str] = ()) -> str:
@@ -127,7 +152,7 @@ def build(ctx: Context) -> None:
         if upload_key(session) != key or not (sid or "").strip():  # a new upload is a new sample
             sid, key = default_sample_id(), upload_key(session)
         meta, problems = sample_meta(*meta_values)
-        for problem in problems:
+        for problem in popups(problems, *meta_values[1:3]):
             gr.Warning(problem)
         view = service.refilter(session, det, cls)
         files = service.sample_files(session, view, meta, sid.strip())
@@ -159,8 +184,7 @@ def build(ctx: Context) -> None:
     outs = [summary, table, sizes, *buttons, sample_id, shown_upload]
     ids = [sample_id, shown_upload, *meta_fields]
     tab.select(refresh, [ctx.det, ctx.cls, ctx.session, *ids], outs, api_name="ui_sample", **FAST)
-    gr.on([ctx.det.change, ctx.cls.change], refresh_if_shown, [ctx.det, ctx.cls, ctx.session, ctx.shown_tab, *ids], outs,
-          api_name="ui_sample_if_shown", trigger_mode="always_last", **FAST)
+    on_thresholds(ctx, refresh_if_shown, [ctx.det, ctx.cls, ctx.session, ctx.shown_tab, *ids], outs)
     set_event = gr.on([scale.submit, scale.blur, volume.submit, volume.blur], set_sample, [scale, volume, ctx.session], ctx.session,
                       api_name="ui_set_sample", trigger_mode="always_last", **(FAST | {"queue": True}))
     redraw = set_event.then(refresh, [ctx.det, ctx.cls, ctx.session, *ids], outs, trigger_mode="always_last", **(FAST | {"queue": True}))
