@@ -335,3 +335,24 @@ def test_species_in_the_upload_get_distinct_colours(service, session):
     view = service.refilter(session, service.det_floor, 0.0)
     shown = {o.species for f in view.frames for o in f.objects} - {"unknown"}
     assert shown and len({view.colours[n] for n in shown}) == len(shown)
+
+
+def test_saving_a_version_names_no_server_folder(tiny_artifact, tmp_path, monkeypatch):
+    """Issue 42, item 4: the message says which version was saved, not where
+    on the server, and does not tell a visitor to run app.py on a folder."""
+    from gradio_client import Client, handle_file
+
+    from app_utils import app_server
+
+    server = app_server(app_artifact(tiny_artifact))
+    monkeypatch.setenv("PLANKTON_VERSIONS_DIR", str(tmp_path / "versions"))
+    monkeypatch.delenv("PLANKTON_PUSH_REPO", raising=False)
+    client = Client(server.url, verbose=False, download_files=False)
+    floor = server.service.det_floor
+    client.predict([handle_file(str(FRAMES[0]))], floor, 0.0, api_name="/ui_identify")
+    client.predict("1", "Newfound sp", floor, 0.0, "to review", api_name="/ui_correct")
+    out = client.predict(True, api_name="/ui_save_version")
+    text = out if isinstance(out, str) else out[0]
+    assert "version 2" in text, text
+    assert str(tmp_path) not in text and "app.py --model" not in text and "/" not in text
+    assert len(list((tmp_path / "versions").iterdir())) == 1  # it was written, where the operator said
