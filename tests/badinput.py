@@ -29,6 +29,7 @@ class Case:
     expect: str  # "ok" or "error"
     shape: tuple[int, int] | None = None  # (H, W) for "ok" images
     note: str = ""
+    message: str = ""  # what the one line of an "error" must say, where the case pins it
 
 
 def _small_rgb(w: int = 96, h: int = 64) -> Image.Image:
@@ -191,6 +192,37 @@ def coco_cases(folder: Path) -> list[Case]:
               "categories": [{"id": 1, "name": "Noctiluca sp"}]}
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     add("bad_images.json", json.dumps(frames).encode(), "valid COCO whose images are missing or broken")
+    return cases
+
+
+def publish_cases(folder: Path) -> list[Case]:
+    """Sample metadata (``--sample-meta``) and taxonomy tables (``--taxonomy``)
+    that ``predict`` must refuse before any frame, in one line: ``note`` is
+    the flag, ``message`` what the line must say."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cases: list[Case] = []
+
+    def add(name, data: str, message):
+        p = folder / name
+        p.write_text(data, encoding="utf-8")
+        cases.append(Case(name, p, "error", note="--taxonomy" if name.endswith(".csv") else "--sample-meta", message=message))
+
+    add("null.json", "null", "is JSON but not an object (it holds null)")
+    add("number.json", "42", "is JSON but not an object (it holds a number)")
+    add("text.json", '"abc"', "is JSON but not an object (it holds text)")
+    add("deep.json", "[" * 100_000 + "]" * 100_000, "is JSON nested too deeply to read")
+    add("deep_station.json", '{"station": ' + "[" * 100_000 + "]" * 100_000 + "}", "is JSON nested too deeply to read")
+    add("date_zero.json", '{"date": 0}', "date 0 is not a date as YYYY-MM-DD")
+    add("date_false.json", '{"date": false}', "date false is not a date as YYYY-MM-DD")
+    add("station_true.json", '{"station": true}', "station true is not text")
+    add("country_uk.json", '{"country_code": "UK"}', "country_code 'UK' is not an ISO 3166-1 alpha-2 country code")
+    add("long_number.json", '{"latitude": 1' + "0" * 400 + ', "longitude": 0}', "latitude (a very long number) is not a number")
+    add("aphia_superscript.csv", "class,scientific_name,rank,aphia_id\nChlorella sp,Chlorella,genus,\u00b2\n",
+        "aphia_id '\u00b2' is not a positive whole number")
+    add("unknown_row.csv", "class,scientific_name,rank,aphia_id\nunknown,Unknownia,genus,\n", "class 'unknown' is the model's answer")
+    add("bad_kingdom.csv", "class,scientific_name,rank,kingdom\nChlorella sp,Chlorella,genus,Plants\n", "kingdom 'Plants' is not one of")
+    add("huge_field.csv", "class,scientific_name,rank\nChlorella sp," + "x" * 200_000 + ",genus\n", "not a readable CSV")
     return cases
 
 

@@ -6,6 +6,7 @@ every expected figure comes from the ground truth, not from the model."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import math
 import xml.etree.ElementTree as ET
@@ -24,7 +25,7 @@ from plankton.sample.meta import SampleMeta
 from plankton.artifact.taxonomy import Taxon, Taxonomy, derive
 
 DWC, OBIS = "http://rs.tdwg.org/dwc/terms/", "http://rs.iobis.org/obis/terms/"
-META = SampleMeta("L4", 50.25, -4.217, "2024-05-14", "09:30:00", 0.0, 10.0)
+META = SampleMeta("L4", 50.25, -4.217, "2024-05-14", "09:30:00", 0.0, 10.0, "GB")
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +103,9 @@ def _read(path):
         assert d.descriptor.core.type == DWC + "Event"
         assert [e.type for e in d.descriptor.extensions] == [DWC + "Occurrence", OBIS + "ExtendedMeasurementOrFact"]
         assert {DWC + t for t in ("eventID", "eventDate", "decimalLatitude", "decimalLongitude", "minimumDepthInMeters", "maximumDepthInMeters",
-                                  "locality", "sampleSizeValue", "sampleSizeUnit")} <= set(d.descriptor.core.terms)
+                                  "locality", "countryCode", "sampleSizeValue", "sampleSizeUnit")} <= set(d.descriptor.core.terms)
         occ_terms, emof_terms = (set(e.terms) for e in d.descriptor.extensions)
-        assert {DWC + t for t in ("occurrenceID", "scientificName", "taxonRank", "scientificNameID", "occurrenceStatus", "basisOfRecord",
+        assert {DWC + t for t in ("occurrenceID", "scientificName", "taxonRank", "kingdom", "scientificNameID", "occurrenceStatus", "basisOfRecord",
                                   "individualCount", "identifiedBy", "identificationRemarks")} <= occ_terms
         assert {DWC + "measurementType", DWC + "measurementValue", DWC + "measurementUnit", OBIS + "measurementTypeID"} <= emof_terms
         for row in d:
@@ -125,6 +126,7 @@ def test_darwin_core_archive_reads_back(tmp_path, truth):
     core, occ, emof = got["st7"]
     assert (core[DWC + "eventDate"], core[DWC + "decimalLatitude"], core[DWC + "decimalLongitude"]) == ("2024-05-14T09:30:00Z", "50.25", "-4.217")
     assert (core[DWC + "minimumDepthInMeters"], core[DWC + "maximumDepthInMeters"], core[DWC + "locality"]) == ("0", "10", "L4")
+    assert (core[DWC + "countryCode"], got["st8"][0][DWC + "countryCode"]) == ("GB", "")
     assert (float(core[DWC + "sampleSizeValue"]), core[DWC + "sampleSizeUnit"]) == (0.004, "millilitre")  # 2 frames × 2 µl
     assert got["st8"][0][DWC + "eventDate"] == "2024-06-01" and got["st8"][0][DWC + "locality"] == ""
     for eid, (core, occ, emof) in got.items():
@@ -144,6 +146,9 @@ def test_darwin_core_archive_reads_back(tmp_path, truth):
     bodo = [o for _, occ, _ in got.values() for o in occ if o[DWC + "scientificName"] == "Bodo saltans"]
     assert [o[DWC + "scientificNameID"] for o in bodo] == ["urn:lsid:marinespecies.org:taxname:999999004"]
     assert occ7["Chlorella"][DWC + "scientificNameID"] == "" and occ7["Chlorella"][DWC + "taxonRank"] == "genus"
+    kingdoms = {o[DWC + "scientificName"]: o[DWC + "kingdom"] for _, occ, _ in got.values() for o in occ}
+    assert {n: kingdoms[n] for n in ("Chlorella", "Bodo saltans", "Microcystis", "Prymnesium", "Gymnodinium")} \
+        == {"Chlorella": "Plantae", "Bodo saltans": "Protozoa", "Microcystis": "Bacteria", "Prymnesium": "Chromista", "Gymnodinium": "Chromista"}
     esd = [m for m in got["st7"][2] if m[DWC + "occurrenceID"] == occ7["Chlorella"][DWC + "occurrenceID"] and "diameter" in m[DWC + "measurementType"]]
     assert len(esd) == 1 and esd[0][DWC + "measurementUnit"] == "µm" and float(esd[0][DWC + "measurementValue"]) > 0
     with zipfile.ZipFile(path) as zf:
@@ -177,6 +182,33 @@ def test_labels_of_one_taxon_are_one_occurrence_and_unknowns_none():
     assert event_row[-1] == "2 of 5 objects could not be named (unknown to the model) and are not reported as occurrences"
     with pytest.raises(ValueError, match="two samples share an id: 's1'"):
         archive_files([event, event], Taxonomy(), "m version 1")
+    # a table that names unknown objects anyway: they are still counted as not named
+    files = archive_files([event], Taxonomy({"unknown": Taxon("Unknownia", "genus")}), "m version 1")
+    assert files["event.txt"].decode().splitlines()[1].endswith("2 of 5 objects could not be named (unknown to the model) and are not "
+                                                                "reported as occurrences")
+    assert "Unknownia" not in files["occurrence.txt"].decode()
+
+
+def test_one_name_at_two_ranks_gives_two_occurrence_ids():
+    box = (0.0, 0.0, 10.0, 10.0)
+    objs = [ObjectResult(box, 0.9, s, 0.8) for s in ["Chlamydomonas", "Chlamydomonas (genus)", "Chlamydomonas (genus)"]]
+    event = Event("s1", [FrameResult("f.png", 20, 20, objs)], Sample(1.0, 1.0))
+    assert sorted((o.taxon.rank, o.count) for o in occurrences(event, Taxonomy())) == [("", 1), ("genus", 2)]
+    files = archive_files([event], Taxonomy(), "m version 1")
+    occ = [dict(zip(*(line.split("\t") for line in (lines[0], row)))) for lines in [files["occurrence.txt"].decode().splitlines()]
+           for row in lines[1:]]
+    ids = [o["occurrenceID"] for o in occ]
+    assert len(ids) == len(set(ids)) == 2 and all(i.startswith("s1_Chlamydomonas") for i in ids)
+    emof = files["extendedmeasurementorfact.txt"].decode().splitlines()
+    measured = [dict(zip(emof[0].split("\t"), row.split("\t"))) for row in emof[1:]]
+    assert len({m["measurementID"] for m in measured}) == len(measured)  # each measurement id once
+    for o in occ:  # each occurrence's own count, not the other's
+        counts = [m["measurementValue"] for m in measured if m["occurrenceID"] == o["occurrenceID"] and m["measurementType"].startswith("Count")]
+        assert counts == [o["individualCount"]]
+    # names that _slug would make alike still get ids of their own
+    slugged = Event("s2", [FrameResult("f.png", 20, 20, [ObjectResult(box, 0.9, s, 0.8) for s in ["A/b", "A b"]])], Sample(1.0, 1.0))
+    lines = archive_files([slugged], Taxonomy({"A/b": Taxon("A/b"), "A b": Taxon("A b")}), "m version 1")["occurrence.txt"].decode().splitlines()
+    assert len({line.split("\t")[1] for line in lines[1:]}) == 2
 
 
 def test_obis_checks_that_run_offline(tmp_path, truth):
@@ -189,48 +221,66 @@ def test_obis_checks_that_run_offline(tmp_path, truth):
     from pyobistools.validation.check_fields import check_fields
     from pyobistools.validation.check_measurementids import check_measurementids
 
+    from plankton.artifact.taxonomy import read_csv
+    from repo_paths import REPO
+
     frames = [f for _, f in truth]
-    labels = sorted({o.species for f in frames for o in f.objects})
-    with_ids = Taxonomy({lb: Taxon(derive(lb).scientific_name, derive(lb).rank, 999999000 + i) for i, lb in enumerate(labels)})  # test ids
-    for table, expected in ((Taxonomy(), {"scientificNameID", "countryCode", "kingdom"}), (with_ids, {"countryCode", "kingdom"})):
-        files = archive_files([Event("st7", frames, Sample(0.5, 2.0), META)], table, "m version 1")
+    bundled = read_csv(REPO / "models" / "default" / "taxonomy.csv")  # the bundled labels, "Ichtyobodo sp" spelled right
+    with_ids = Taxonomy({lb: Taxon(t.scientific_name, t.rank, 999999000 + i) for i, (lb, t) in enumerate(bundled.rows.items())})  # test ids
+    no_country = SampleMeta(**(META.as_dict() | {"country_code": ""}))
+    for table, meta, expected in ((bundled, META, {"scientificNameID"}), (with_ids, META, set()), (with_ids, no_country, {"countryCode"})):
+        files = archive_files([Event("st7", frames, Sample(0.5, 2.0), meta)], table, "m version 1")
         ev, occ, emof = (pd.read_csv(io.BytesIO(files[n]), sep="\t", dtype=str, keep_default_na=False)
                          for n in ("event.txt", "occurrence.txt", "extendedmeasurementorfact.txt"))
-        # the flat occurrence table OBIS checks: empty AphiaIDs, and the two fields the archive does not have, are all it finds
+        # the flat occurrence table OBIS checks: without AphiaIDs, their absence is all it finds; kingdom and countryCode are filled
         assert set(check_fields(occ.merge(ev.drop(columns=["id"]), on="eventID"), level="error")["field"]) == expected
-        assert set(check_fields(ev, level="error", analysis_type="event_core")["field"]) == {"countryCode"}
+        assert set(check_fields(ev, level="error", analysis_type="event_core")["field"]) == expected - {"scientificNameID"}
         for problems in (check_eventids(ev), check_extension_eventids(ev, occ), check_extension_eventids(ev, emof), check_measurementids(emof)):
             assert len(problems) == 0, problems.to_string()
 
 
 @pytest.mark.slow
 def test_predict_exports_both_with_metadata(tiny_artifact, tmp_path):
-    """`predict --export ecotaxa dwca --sample-meta`: concentration.csv keeps
-    its columns and adds the metadata after them; both exports exist and
-    agree on the sample; a bad metadata file stops before any frame."""
-    from repo_paths import EXAMPLES
+    """`predict --export ecotaxa dwca --sample-meta --taxonomy`: concentration.csv
+    keeps its columns and adds the metadata after them; both exports exist
+    and agree on the sample; with a country code and the bundled taxonomy
+    table, OBIS' offline field checks find only the AphiaIDs missing; a bad
+    metadata file stops before any frame."""
+    from repo_paths import EXAMPLES, REPO
+    from plankton.artifact.taxonomy import read_csv
     from plankton.cli import main
 
     meta = tmp_path / "meta.json"
     meta.write_text('{"station": "L4", "latitude": 50.25, "longitude": -4.217, "date": "2024-05-14", "time": "09:30:00", '
-                     '"depth_min": 0, "depth_max": 10}')
+                     '"depth_min": 0, "depth_max": 10, "country_code": "FR"}')
+    taxonomy = REPO / "models" / "default" / "taxonomy.csv"
     out = tmp_path / "out"
     frame = sorted((EXAMPLES / "frames").iterdir())[0]  # one frame: at the random model's floor it has hundreds of objects
     args = ["predict", str(frame), "--model", str(tiny_artifact), "--runtime", "torch", "--det-conf", "0.001",
             "--um-per-px", "0.5", "--volume-ul", "2", "--sample-id", "st7", "--quiet"]
-    assert main(args + ["--out", str(out), "--export", "ecotaxa", "dwca", "--sample-meta", str(meta)]) == 0
+    assert main(args + ["--out", str(out), "--export", "ecotaxa", "dwca", "--sample-meta", str(meta), "--taxonomy", str(taxonomy)]) == 0
     header = (out / "concentration.csv").read_text().splitlines()[0].split(",")
     assert header[:6] == ["species", "count", "volume_ml", "cells_per_ml", "cells_per_ml_low", "cells_per_ml_high"]
-    assert header[-7:] == ["station", "latitude", "longitude", "date", "time", "depth_min", "depth_max"]
+    assert header[-8:] == ["station", "latitude", "longitude", "date", "time", "depth_min", "depth_max", "country_code"]
+    assert (out / "concentration.csv").read_text().splitlines()[1].endswith(",FR")
     assert check_folder(out / "ecotaxa") == []
     got = _read(out / "dwca.zip")
     assert list(got) == ["st7"] and got["st7"][0][DWC + "eventDate"] == "2024-05-14T09:30:00Z"
     conc = {r["species"]: int(r["count"]) for r in csv.DictReader(open(out / "concentration.csv"))}
-    named = Counter()
+    table, named = read_csv(taxonomy), Counter()
     for label, n in conc.items():
         if label not in (UNKNOWN, "total"):
-            named[derive(label).scientific_name] += n
+            named[table.name(label)] += n
     assert {o[DWC + "scientificName"]: int(o[DWC + "individualCount"]) for o in got["st7"][1]} == named
+    assert got["st7"][0][DWC + "countryCode"] == "FR" and all(o[DWC + "kingdom"] for o in got["st7"][1])
+    if importlib.util.find_spec("pyobistools"):  # optional: see test_obis_checks_that_run_offline
+        import pandas as pd
+        from pyobistools.validation.check_fields import check_fields
+
+        with zipfile.ZipFile(out / "dwca.zip") as zf:
+            ev, occ = (pd.read_csv(io.BytesIO(zf.read(n)), sep="\t", dtype=str, keep_default_na=False) for n in ("event.txt", "occurrence.txt"))
+        assert set(check_fields(occ.merge(ev.drop(columns=["id"]), on="eventID"), level="error")["field"]) == {"scientificNameID"}
+        assert set(check_fields(ev, level="error", analysis_type="event_core")["field"]) == set()
     bad = tmp_path / "bad.json"
     bad.write_text('{"latitude": 123, "longitude": 0}')
     assert main(args + ["--out", str(tmp_path / "bad"), "--export", "dwca", "--sample-meta", str(bad)]) == 2

@@ -115,6 +115,52 @@ def test_cli_predict_corpus(corpus, tiny_artifact, tmp_path, repo_before):
     badinput.no_escapes(tmp_path, corpus["root"])
 
 
+@pytest.fixture(scope="module")
+def publish_cases(tmp_path_factory):
+    return badinput.publish_cases(tmp_path_factory.mktemp("publish"))
+
+
+def test_library_publish_inputs_one_line_each(publish_cases, tiny_artifact):
+    """Odd sample metadata and taxonomy tables, as ``predict`` checks them
+    before any frame: exactly one problem each, naming it."""
+    from plankton.sample.exports import PublishInputError, publish_inputs
+
+    names = ["Chlorella sp", "Bodo saltans"]
+    for case in publish_cases:
+        meta, table = (str(case.path), None) if case.note == "--sample-meta" else (None, str(case.path))
+        try:
+            publish_inputs(meta, table, tiny_artifact, names)
+        except PublishInputError as e:
+            ok = len(e.problems) == 1 and case.message in e.problems[0] and len(e.problems[0]) < 400
+        except BaseException as e:  # noqa: BLE001 - the point of the test
+            badinput.record("library", False)
+            pytest.fail(f"{case.name}: {type(e).__name__} instead of PublishInputError: {str(e)[:200]}")
+        else:
+            ok = False
+        badinput.record("library", ok)
+        assert ok, case.name
+
+
+@pytest.mark.parametrize("name", ["null.json", "deep.json", "station_true.json", "aphia_superscript.csv"])
+def test_cli_publish_inputs_one_line(name, publish_cases, tiny_artifact, tmp_path, capsys, repo_before):
+    """The same through ``predict``: one line, exit 2, nothing written
+    (a few cases: each loads the model before its check)."""
+    from plankton.cli import main
+
+    (case,) = [c for c in publish_cases if c.name == name]
+    out = tmp_path / "out"
+    try:
+        code = main(["predict", str(badinput.FRAMES[0]), "--model", str(tiny_artifact), "--out", str(out), case.note, str(case.path), "--quiet"])
+    except BaseException as e:  # noqa: BLE001
+        badinput.record("cli", False)
+        pytest.fail(f"{case.name}: {type(e).__name__}: {str(e)[:200]}")
+    lines = capsys.readouterr().err.strip().splitlines()
+    ok = code == 2 and len(lines) == 1 and lines[0].startswith("plankton: ") and case.message in lines[0] and not out.exists()
+    badinput.record("cli", ok)
+    assert ok, f"{case.name}: exit {code}, stderr {[line[:300] for line in lines]}"
+    assert badinput.tree(REPO) == repo_before
+
+
 def test_cli_classify_broken_coco(corpus, tiny_artifact, tmp_path, capsys, repo_before):
     from plankton.cli import main
 

@@ -45,10 +45,10 @@ def test_csv_round_trip_of_the_bundled_model_classes():
     names = json.loads((REPO / "models" / "default" / "config.json").read_text())["prototypes"]["names"]
     table = Taxonomy.derived(names + ["not plankton"])
     text = table.to_csv()
-    assert text.splitlines()[0] == "class,scientific_name,rank,aphia_id"
-    assert "Chlorella sp,Chlorella,genus," in text.splitlines() and "not plankton,,," in text.splitlines()
+    assert text.splitlines()[0] == "class,scientific_name,rank,aphia_id,kingdom"
+    assert "Chlorella sp,Chlorella,genus,,Plantae" in text.splitlines() and "not plankton,,,," in text.splitlines()
     back = parse_csv(text)
-    assert back == table and back.taxon("Bodo saltans") == Taxon("Bodo saltans", "species")
+    assert back == table and back.taxon("Bodo saltans") == Taxon("Bodo saltans", "species", None, "Protozoa")
     with_id = parse_csv("class,scientific_name,rank,aphia_id\nBodo saltans,Bodo saltans,species,999999002\n")
     assert with_id.taxon("Bodo saltans").lsid == "urn:lsid:marinespecies.org:taxname:999999002"
     assert parse_csv(with_id.to_csv()) == with_id
@@ -56,6 +56,46 @@ def test_csv_round_trip_of_the_bundled_model_classes():
 
 
 HEADER = "class,scientific_name,rank,aphia_id\n"
+
+# WoRMS' kingdoms (what OBIS checks names against) of every genus the bundled model and its data name, written out again here.
+KINGDOM_OF = {
+    "Bacteria": "Anabaena Microcystis Oscillatoria Spirulina",
+    "Plantae": "Chlamydomonas Chlorella Oocystis Pyramimonas Tetraselmis",
+    "Chromista": "Bacteriastrum Cerataulina Chaetoceros Skeletonema Chrysochromulina Prymnesium Chattonella Heterosigma Chromulina "
+                 "Cryptomonas Hemiselmis Gymnodinium Gyrodinium Oxyrrhis Peridinium Chilodonella Cyclidium Euplotes Strombidium "
+                 "Tintinnopsis Vorticella Zoothamnium",
+    "Protozoa": "Anisonema Bodo Euglena Ichthyobodo Desmarella Amoeba",
+}
+KINGDOM_OF = {genus: kingdom for kingdom, genera in KINGDOM_OF.items() for genus in genera.split()}
+
+
+def test_every_bundled_class_has_its_kingdom():
+    from repo_paths import REPO
+
+    from plankton.artifact.taxonomy import read_csv
+
+    folder = REPO / "models" / "default"
+    names = json.loads((folder / "config.json").read_text())["prototypes"]["names"]
+    table = read_csv(folder / FILE)
+    for name in names:
+        t = table.taxon(name)
+        assert t.kingdom == KINGDOM_OF[t.scientific_name.split()[0]], name
+    assert {t.kingdom for t in map(table.taxon, names)} == {"Bacteria", "Plantae", "Chromista", "Protozoa"}
+    # the training data's other labels, derived
+    for label in ("Euglena sp", "Vorticella sp", "Strombidium sp", "Amoeba sp", "Chilodonella sp"):
+        assert derive(label).kingdom == KINGDOM_OF[derive(label).scientific_name], label
+
+
+def test_a_table_kingdom_wins_and_a_genus_not_listed_has_none():
+    table = parse_csv("class,scientific_name,rank,aphia_id,kingdom\nA sp,Chlorella,genus,,chromista\nB sp,Bus,genus,,\n")
+    assert table.taxon("A sp").kingdom == "Chromista"  # the table's, in WoRMS' spelling
+    assert table.taxon("B sp").kingdom == "" and derive("Copepoda").kingdom == ""  # nothing guessed
+    assert parse_csv(table.to_csv()) == table
+
+
+def test_unknown_has_no_taxon_whatever_the_table_says():
+    assert Taxonomy({"unknown": Taxon("Unknownia", "genus")}).taxon("unknown") is None
+    assert "unknown" not in Taxonomy.derived(["Chlorella sp", "unknown"]).to_csv()  # so the table it writes reads back
 
 
 @pytest.mark.parametrize("text,message", [
@@ -66,7 +106,13 @@ HEADER = "class,scientific_name,rank,aphia_id\n"
     (HEADER + "A sp,A sp,genus,\n", "line 2: scientific_name 'A sp' ends in 'sp'"),
     (HEADER + "A sp,A,genus\n", "line 2: 3 fields for 4 columns"),
     (HEADER + ",A,genus,\n", "line 2: no class"),
-    (HEADER + "A sp,,genus,\n", "line 2: a rank or aphia_id needs a scientific_name"),
+    (HEADER + "A sp,,genus,\n", "line 2: a rank, aphia_id or kingdom needs a scientific_name"),
+    (HEADER + "unknown,,,\n", "line 2: class 'unknown' is the model's answer for objects it cannot name, not a class"),
+    (HEADER + "Unknown,Unknownia,genus,\n", "line 2: class 'Unknown' is the model's answer"),
+    (HEADER + "A sp,A,genus,\u00b2\n", "line 2: aphia_id '\u00b2' is not a positive whole number"),  # isdigit() says yes, int() says no
+    (HEADER + "A sp,A,genus,1" + "0" * 5000 + "\n", "is not a positive whole number"),  # past int()'s digit limit
+    ("class,scientific_name,rank,kingdom\nA sp,A,genus,Plants\n", "line 2: kingdom 'Plants' is not one of Animalia, Archaea, Bacteria"),
+    ("class,scientific_name,rank\nA sp," + "x" * 200_000 + ",genus\n", "not a readable CSV"),
 ])
 def test_bad_taxonomy_rows_get_one_line_each(text, message):
     with pytest.raises(TaxonomyError) as e:
@@ -134,6 +180,8 @@ GOOD = {"station": "L4", "latitude": 50.25, "longitude": -4.217, "date": "2024-0
 def test_good_metadata_passes_as_json_and_csv():
     meta = parse_text(json.dumps(GOOD))
     assert meta == SampleMeta("L4", 50.25, -4.217, "2024-05-14", "09:30:00", 0.0, 10.0)
+    assert parse(GOOD | {"country_code": "fr"}).country_code == "FR" and SampleMeta(country_code=" gb").country_code == "GB"
+    assert parse({"station": 0}).station == "0" and parse({"station": 42}).station == "42"  # a numbered station, not a missing one
     assert meta.event_date == "2024-05-14T09:30:00Z"
     csv_form = "key,value\n" + "\n".join(f"{k},{v}" for k, v in GOOD.items()) + "\n"
     assert parse_text(csv_form) == meta
@@ -145,7 +193,16 @@ def test_good_metadata_passes_as_json_and_csv():
     ({"latitude": 123}, "latitude", "latitude 123 is outside -90..90"),
     ({"longitude": -200.5}, "longitude", "longitude -200.5 is outside -180..180"),
     ({"latitude": "fifty"}, "latitude", "latitude 'fifty' is not a number"),
-    ({"latitude": True}, "latitude", "latitude True is not a number"),
+    ({"latitude": True}, "latitude", "latitude true is not a number"),
+    ({"latitude": int("1" + "0" * 400), "longitude": 0}, "latitude", "latitude (a very long number) is not a number"),
+    ({"date": 0}, "date", "date 0 is not a date as YYYY-MM-DD"),  # given, and wrong: not missing
+    ({"date": False}, "date", "date false is not a date as YYYY-MM-DD"),
+    ({"time": 930}, "time", "time 930 is not a UTC time"),
+    ({"station": True}, "station", "station true is not text"),
+    ({"station": {"name": "L4"}}, "station", "station (an object) is not text"),
+    ({"country_code": "UK"}, "country_code", "country_code 'UK' is not an ISO 3166-1 alpha-2 country code"),
+    ({"country_code": "FRA"}, "country_code", "country_code 'FRA' is not an ISO 3166-1 alpha-2"),
+    ({"country_code": 33}, "country_code", "country_code 33 is not an ISO 3166-1 alpha-2"),
     ({"longitude": None}, "longitude", "longitude is missing"),
     ({"date": "2024-13-01"}, "date", "date '2024-13-01' is not a date as YYYY-MM-DD"),
     ({"date": "14/05/2024"}, "date", "date '14/05/2024' is not a date"),
@@ -173,5 +230,24 @@ def test_two_bad_fields_two_lines_and_bad_files():
         parse_text("key,value\nlatitude,50,1\n")
     with pytest.raises(SampleMetaError, match="expected an object"):
         parse_text("[1, 2]")
+
+
+@pytest.mark.parametrize("text,holds", [("null", "null"), ("42", "a number"), ('"abc"', "text"), ("[1, 2]", "a list"), ("true", "true or false")])
+def test_json_that_is_not_an_object_says_so(text, holds):
+    with pytest.raises(SampleMetaError) as e:
+        parse_text(text, "m.json")
+    assert e.value.problems == [f"sample metadata: m.json is JSON but not an object (it holds {holds}); expected an object of "
+                                "station, latitude, longitude, date, time, depth_min, depth_max, country_code"]
+
+
+def test_deeply_nested_json_is_one_line():
+    for text in ("[" * 100_000 + "]" * 100_000, '{"station": ' + "[" * 100_000 + "]" * 100_000 + "}"):
+        with pytest.raises(SampleMetaError) as e:
+            parse_text(text, "deep.json")
+        assert e.value.problems == ["sample metadata: deep.json is JSON nested too deeply to read; expected an object of "
+                                    "station, latitude, longitude, date, time, depth_min, depth_max, country_code"]
+    with pytest.raises(SampleMetaError) as e:  # nested less deeply than the parser's limit: loaded, then refused by name
+        parse_text('{"station": ' + "[" * 500 + "]" * 500 + "}")
+    assert e.value.problems == ["sample metadata: station (a list) is not text"]
     with pytest.raises(SampleMetaError, match="latitude 91"):
         SampleMeta(latitude=91, longitude=0)  # the dataclass checks itself too

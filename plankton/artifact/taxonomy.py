@@ -1,21 +1,24 @@
-"""What each class of a model is, as a taxon: a scientific name, a rank and
-an optional WoRMS AphiaID. Class labels stay as they are in the app and
+"""What each class of a model is, as a taxon: a scientific name, a rank, an
+optional WoRMS AphiaID and a kingdom. Class labels stay as they are in the app and
 the CSVs; exports that land in shared databases (EcoTaxa, Darwin Core)
 use the scientific names, because those databases match names against
 their own taxonomy (WoRMS-like), where ``Chlorella sp`` is no name at all.
 
 The table lives in the model folder as ``taxonomy.csv`` (columns
-``class,scientific_name,rank,aphia_id``). A model without one, and any
-class the table does not list, gets the table derived from the label:
+``class,scientific_name,rank,aphia_id,kingdom``; the last two optional). A
+model without one, and any class the table does not list, gets the table
+derived from the label:
 
 * ``Chlorella sp`` / ``sp.`` / ``spp`` / ``spp.`` → ``Chlorella``, genus;
 * ``Chlamydomonas (genus)`` (a genus-level answer) → ``Chlamydomonas``, genus;
 * two words (``Bodo saltans``) → the same, species;
-* ``unknown`` and ``not plankton`` → no taxon;
+* ``unknown`` and ``not plankton`` → no taxon (a table may not give
+  ``unknown`` one: it is the model's answer, not a class);
 * anything else → the label itself with no rank (nothing is guessed).
 
 AphiaIDs are never derived: they are filled only by whoever edits the CSV
-from a source they can cite.
+from a source they can cite. A taxon's kingdom is the table's, else the
+one ``plankton.artifact.kingdoms`` lists for its genus, else empty.
 """
 from __future__ import annotations
 
@@ -25,16 +28,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from plankton.artifact.kingdoms import KINGDOMS, default_kingdom
 from plankton.results import NOT_PLANKTON, UNKNOWN
 
 FILE = "taxonomy.csv"
-COLUMNS = ("class", "scientific_name", "rank", "aphia_id")
+COLUMNS = ("class", "scientific_name", "rank", "aphia_id", "kingdom")
 RANKS = ("kingdom", "subkingdom", "phylum", "subphylum", "superclass", "class", "subclass", "superorder", "order", "suborder",
          "superfamily", "family", "subfamily", "tribe", "genus", "subgenus", "species", "subspecies", "variety", "form")
 NO_TAXON = (UNKNOWN, NOT_PLANKTON)
 WORMS_LSID = "urn:lsid:marinespecies.org:taxname:"
 _SP = re.compile(r"^(?P<genus>\S+)\s+(sp|spp)\.?$", re.IGNORECASE)
 _GENUS_ANSWER = re.compile(r"^(?P<genus>.+?)\s*\(genus\)$", re.IGNORECASE)
+_APHIA_ID = re.compile(r"^0*[1-9][0-9]{0,11}$")  # ASCII digits only: "²" passes str.isdigit() but not int()
 
 
 class TaxonomyError(ValueError):
@@ -50,11 +55,18 @@ class TaxonomyError(ValueError):
 @dataclass(frozen=True)
 class Taxon:
     """scientific_name without qualifiers (``Chlorella``), rank from
-    ``RANKS`` or "" when not known, aphia_id or None."""
+    ``RANKS`` or "" when not known, aphia_id or None, and kingdom (one of
+    ``kingdoms.KINGDOMS``): when not given, the one listed for the genus,
+    so every taxon of a name has the same kingdom wherever it was made."""
 
     scientific_name: str
     rank: str = ""
     aphia_id: int | None = None
+    kingdom: str = ""
+
+    def __post_init__(self):
+        if not self.kingdom:
+            object.__setattr__(self, "kingdom", default_kingdom(self.scientific_name))
 
     @property
     def lsid(self) -> str:
@@ -64,6 +76,12 @@ class Taxon:
 
 def _words(label: str) -> str:
     return " ".join(str(label).split())
+
+
+def _is_unknown(label: str) -> bool:
+    """``unknown`` is the model's answer for what it cannot name: never a
+    class with a taxon, in any case."""
+    return _words(label).lower() == UNKNOWN
 
 
 def derive(label: str) -> Taxon | None:
@@ -83,7 +101,7 @@ class Taxonomy:
     ``derive`` for labels it does not list."""
 
     def __init__(self, rows: dict[str, Taxon | None] | None = None):
-        self.rows: dict[str, Taxon | None] = {_words(k): v for k, v in (rows or {}).items()}
+        self.rows: dict[str, Taxon | None] = {_words(k): v for k, v in (rows or {}).items() if not _is_unknown(k)}
 
     @classmethod
     def derived(cls, names: list[str]) -> "Taxonomy":
@@ -91,6 +109,8 @@ class Taxonomy:
 
     def taxon(self, label: str) -> Taxon | None:
         label = _words(label)
+        if _is_unknown(label):  # whatever a table says: unknown objects are counted as unnamed
+            return None
         if label in self.rows:
             return self.rows[label]
         m = _GENUS_ANSWER.match(label)
@@ -117,7 +137,7 @@ class Taxonomy:
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(COLUMNS)
         for label, t in self.rows.items():
-            w.writerow([label, t.scientific_name if t else "", t.rank if t else "", (t.aphia_id or "") if t else ""])
+            w.writerow([label, t.scientific_name, t.rank, t.aphia_id or "", t.kingdom] if t else [label, "", "", "", ""])
         return buf.getvalue()
 
     def __eq__(self, other) -> bool:
@@ -128,14 +148,18 @@ class Taxonomy:
 
 
 def parse_csv(text: str, source: str = FILE) -> Taxonomy:
-    """CSV text with the header ``class,scientific_name,rank,aphia_id``
-    (``aphia_id`` may be left out) → Taxonomy. An empty scientific_name
-    means the class names no taxon. TaxonomyError lists every bad row."""
-    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    """CSV text with the header ``class,scientific_name,rank,aphia_id,kingdom``
+    (``aphia_id`` and ``kingdom`` may be left out) → Taxonomy. An empty
+    scientific_name means the class names no taxon. TaxonomyError lists
+    every bad row."""
+    try:
+        rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    except csv.Error as e:  # a field past the csv module's size limit, say
+        raise TaxonomyError([f"{source}: not a readable CSV ({e})"]) from None
     header = [h.strip().lower() for h in rows[0]] if rows else []
     if header[:3] != list(COLUMNS[:3]) or any(h not in COLUMNS for h in header) or len(set(header)) != len(header):
         raise TaxonomyError([f"{source}: the first line must be {','.join(COLUMNS)}, not {','.join(header) or 'empty'}"])
-    problems, table = [], {}
+    problems, table, seen = [], {}, set()
     for line, values in enumerate(rows[1:], start=2):
         if not any(v.strip() for v in values):
             continue
@@ -143,20 +167,28 @@ def parse_csv(text: str, source: str = FILE) -> Taxonomy:
             problems.append(f"{source} line {line}: {len(values)} fields for {len(header)} columns")
             continue
         r = {h: _words(v) for h, v in zip(header, values)}
-        label, name, rank, aphia = r["class"], r["scientific_name"], r["rank"].lower(), r.get("aphia_id", "")
+        label, name, rank, aphia, kingdom = r["class"], r["scientific_name"], r["rank"].lower(), r.get("aphia_id", ""), r.get("kingdom", "")
+        before = len(problems)
         if not label:
             problems.append(f"{source} line {line}: no class")
-        elif label in table:
+        elif label in seen:
             problems.append(f"{source} line {line}: class {label!r} is listed twice")
+        elif _is_unknown(label):
+            problems.append(f"{source} line {line}: class {label!r} is the model's answer for objects it cannot name, not a class: "
+                            "leave it out (its objects are counted as unnamed)")
         if rank and rank not in RANKS:
             problems.append(f"{source} line {line}: rank {r['rank']!r} is not one of {', '.join(RANKS)}")
-        if aphia and not (aphia.isdigit() and int(aphia) > 0):
+        if aphia and not _APHIA_ID.match(aphia):
             problems.append(f"{source} line {line}: aphia_id {aphia!r} is not a positive whole number")
-        if not name and (rank or aphia):
-            problems.append(f"{source} line {line}: a rank or aphia_id needs a scientific_name")
+        if kingdom and kingdom.capitalize() not in KINGDOMS:
+            problems.append(f"{source} line {line}: kingdom {kingdom!r} is not one of {', '.join(KINGDOMS)}")
+        if not name and (rank or aphia or kingdom):
+            problems.append(f"{source} line {line}: a rank, aphia_id or kingdom needs a scientific_name")
         if name and re.search(r"\s(sp|spp)\.?$", name, re.IGNORECASE):
             problems.append(f"{source} line {line}: scientific_name {name!r} ends in 'sp': give the genus alone, with rank genus")
-        table[label] = Taxon(name, rank, int(aphia) if aphia.isdigit() and int(aphia) > 0 else None) if name else None
+        seen.add(label)
+        if len(problems) == before:
+            table[label] = Taxon(name, rank, int(aphia) if aphia else None, kingdom.capitalize()) if name else None
     if problems:
         raise TaxonomyError(problems)
     return Taxonomy(table)

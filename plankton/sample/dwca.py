@@ -2,16 +2,17 @@
 ``eml.xml`` and three tab-separated tables.
 
 * ``event.txt`` (core): one event per sample, with its date and time, place,
-  depth range, station (``locality``) and the volume imaged
-  (``sampleSizeValue`` in millilitres).
+  depth range, station (``locality``), country (``countryCode``) and the
+  volume imaged (``sampleSizeValue`` in millilitres).
 * ``occurrence.txt``: one row per taxon present in a sample, named by the
-  model's taxonomy (``plankton.artifact.taxonomy``): scientific name, rank, WoRMS
-  LSID when an AphiaID is known, ``individualCount`` (objects the model
-  named), ``basisOfRecord`` ``MachineObservation`` and the model and
-  version that identified them. Classes that name one taxon (``Chlamydomonas
-  sp`` and the genus answer ``Chlamydomonas (genus)``) are one occurrence.
-  Objects left ``unknown`` cannot be named and are not occurrences; the
-  event's remarks give their number.
+  model's taxonomy (``plankton.artifact.taxonomy``): scientific name, rank,
+  kingdom, WoRMS LSID when an AphiaID is known, ``individualCount``
+  (objects the model named), ``basisOfRecord`` ``MachineObservation`` and
+  the model and version that identified them. Classes that name one taxon
+  (``Chlamydomonas sp`` and the genus answer ``Chlamydomonas (genus)``)
+  are one occurrence; a name at two ranks is two, with two ids
+  (``occurrence_id``). Objects left ``unknown`` cannot be named and are
+  not occurrences; the event's remarks give their number.
 * ``extendedmeasurementorfact.txt`` (OBIS eMoF): per occurrence, the count,
   the abundance in cells per millilitre with its 95% interval, and the
   median equivalent spherical diameter when the optical scale is known.
@@ -48,8 +49,8 @@ from plankton.artifact.taxonomy import Taxon, Taxonomy
 DWC, OBIS = "http://rs.tdwg.org/dwc/terms/", "http://rs.iobis.org/obis/terms/"
 P01, P06 = "http://vocab.nerc.ac.uk/collection/P01/current/", "http://vocab.nerc.ac.uk/collection/P06/current/"
 EVENT_TERMS = ["eventID", "parentEventID", "eventDate", "decimalLatitude", "decimalLongitude", "geodeticDatum", "minimumDepthInMeters", "maximumDepthInMeters",
-               "locality", "sampleSizeValue", "sampleSizeUnit", "samplingProtocol", "eventRemarks"]
-OCCURRENCE_TERMS = ["occurrenceID", "eventID", "scientificName", "taxonRank", "scientificNameID", "occurrenceStatus", "basisOfRecord",
+               "locality", "countryCode", "sampleSizeValue", "sampleSizeUnit", "samplingProtocol", "eventRemarks"]
+OCCURRENCE_TERMS = ["occurrenceID", "eventID", "scientificName", "taxonRank", "kingdom", "scientificNameID", "occurrenceStatus", "basisOfRecord",
                     "individualCount", "identifiedBy", "identificationRemarks"]
 EMOF_TERMS = ["measurementID", "occurrenceID", "measurementType", "measurementTypeID", "measurementValue", "measurementUnit",
               "measurementUnitID", "measurementMethod", "measurementRemarks"]
@@ -106,6 +107,22 @@ def _num(v: float | None, digits: int = 6) -> str:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
+
+
+def occurrence_id(sample_id: str, taxon: Taxon) -> str:
+    """The sample id, the name and the rank: a name at two ranks (the label
+    ``Chlamydomonas``, no rank, and the genus answer) gives two ids, and an
+    id never depends on what else the sample holds."""
+    return "_".join([sample_id, _slug(taxon.scientific_name)] + ([taxon.rank] if taxon.rank else []))
+
+
+def _unique(ids: list[str], taxa: list[Taxon]) -> list[str]:
+    """Names that differ only where ``_slug`` replaced characters (``A/b``,
+    ``A b``) would share an id: those get a digest of the exact name."""
+    import hashlib
+
+    seen = Counter(ids)
+    return [i if seen[i] == 1 else f"{i}_{hashlib.sha1(f'{t.scientific_name}|{t.rank}'.encode()).hexdigest()[:8]}" for i, t in zip(ids, taxa)]
 
 
 def occurrences(event: Event, taxonomy: Taxonomy) -> list[Occurrence]:
@@ -241,17 +258,18 @@ def archive_files(events: list[Event], taxonomy: Taxonomy, model: str, software:
         ev_rows.append({"eventID": e.sample_id, "eventDate": m.event_date, "decimalLatitude": _num(m.latitude, 9),
                         "decimalLongitude": _num(m.longitude, 9), "geodeticDatum": "WGS84" if m.latitude is not None else "",
                         "minimumDepthInMeters": _num(m.depth_min), "maximumDepthInMeters": _num(m.depth_max), "locality": m.station,
+                        "countryCode": m.country_code,
                         "sampleSizeValue": _num(volume_ml), "sampleSizeUnit": "millilitre" if volume_ml else "",
                         "samplingProtocol": f"microscope imaging, {len(e.frames)} frame{'s' if len(e.frames) != 1 else ''}; "
                                             f"objects detected and identified by {model}",
                         "eventRemarks": f"{unnamed} of {sum(len(f.objects) for f in e.frames)} objects could not be named (unknown to the "
                                         "model) and are not reported as occurrences"})
-        for occ in occurrences(e, taxonomy):
-            occ_id = f"{e.sample_id}_{_slug(occ.taxon.scientific_name)}"
+        occs = occurrences(e, taxonomy)
+        for occ, occ_id in zip(occs, _unique([occurrence_id(e.sample_id, o.taxon) for o in occs], [o.taxon for o in occs])):
             labels = ", ".join(repr(lb) for lb in occ.labels)
             checked = f"; {occ.corrected} of {occ.count} objects checked by a person" if occ.corrected else "; not checked by a person"
             occ_rows.append({"occurrenceID": occ_id, "eventID": e.sample_id, "scientificName": occ.taxon.scientific_name,
-                             "taxonRank": occ.taxon.rank, "scientificNameID": occ.taxon.lsid, "occurrenceStatus": "present",
+                             "taxonRank": occ.taxon.rank, "kingdom": occ.taxon.kingdom, "scientificNameID": occ.taxon.lsid, "occurrenceStatus": "present",
                              "basisOfRecord": "MachineObservation", "individualCount": occ.count, "identifiedBy": f"{model} ({software})",
                              "identificationRemarks": f"machine identification by {model} ({software}) as the model's class {labels}{checked}"})
             emof_rows += _emof(e.sample_id, occ_id, occ)
@@ -287,7 +305,9 @@ def publishing_gaps(event: Event) -> list[str]:
         out.append(f"{event.sample_id}: no date (eventDate), which OBIS requires; give it in --sample-meta")
     if m.latitude is None:
         out.append(f"{event.sample_id}: no latitude and longitude, which OBIS requires; give them in --sample-meta")
+    if not m.country_code:
+        out.append(f"{event.sample_id}: no country_code (countryCode), which OBIS requires; give it in --sample-meta")
     return out
 
 
-__all__ = ["Event", "Occurrence", "archive_files", "occurrences", "publishing_gaps", "write_archive", "zip_bytes"]
+__all__ = ["Event", "Occurrence", "archive_files", "occurrence_id", "occurrences", "publishing_gaps", "write_archive", "zip_bytes"]
