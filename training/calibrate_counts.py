@@ -48,10 +48,9 @@ def thresholds_of(config: dict, names: list[str]) -> np.ndarray:
     return shifted_thresholds(ident.cls_conf, ident.offsets(names))
 
 
-def evidence_at(raw: dict, names: list[str], thresholds: np.ndarray, containment: float, method: str = "pcc", replicates: int = 200) -> CountEvidence:
-    """The evidence with the fragment rule applied: candidates that are a
-    fragment at the default thresholds are dropped, the rest matched to
-    the annotated boxes of their frame."""
+def kept_candidates(raw: dict, names: list[str], thresholds: np.ndarray, containment: float) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates the fragment rule keeps (indices into ``raw``) and the
+    annotated box each of them is (-1: none), matched within its frame."""
     labels = predict_labels(raw["det_similarity"], names, thresholds)
     keep, owner = np.zeros(len(labels), bool), np.full(len(labels), -1)
     for f in range(len(raw["frame_id"])):
@@ -60,7 +59,15 @@ def evidence_at(raw: dict, names: list[str], thresholds: np.ndarray, containment
         keep[c] = True
         m = match_boxes(raw["det_xyxy"][c], raw["det_score"][c], raw["gt_xyxy"][g])
         owner[c[m >= 0]] = g[m[m >= 0]]
-    return CountEvidence(names, raw["det_score"][keep], raw["det_similarity"][keep], owner[keep], raw["det_frame"][keep], raw["gt_label"],
+    return np.flatnonzero(keep), owner[keep]
+
+
+def evidence_at(raw: dict, names: list[str], thresholds: np.ndarray, containment: float, method: str = "adapt", replicates: int = 200) -> CountEvidence:
+    """The evidence with the fragment rule applied: candidates that are a
+    fragment at the default thresholds are dropped, the rest matched to
+    the annotated boxes of their frame."""
+    keep, owner = kept_candidates(raw, names, thresholds, containment)
+    return CountEvidence(names, raw["det_score"][keep], raw["det_similarity"][keep], owner, raw["det_frame"][keep], raw["gt_label"],
                          raw["gt_similarity"], raw["gt_frame"], bootstrap_weights(len(raw["frame_id"]), replicates), method)
 
 
@@ -70,16 +77,20 @@ def annotated_counts(ev: CountEvidence, frames: np.ndarray, drop: np.ndarray | N
     return np.bincount(np.where(t < 0, len(ev.names), t), minlength=len(ev.names) + 1).astype(float)
 
 
-def score_fold(ev: CountEvidence, thresholds, det_conf, train, test, drop: np.ndarray | None = None) -> dict:
+def score_fold(ev: CountEvidence, thresholds, det_conf, train, test, drop: np.ndarray | None = None, drop_boxes: np.ndarray | None = None,
+               support: bool = True) -> dict:
     """The estimate on ``test`` frames from the evidence of ``train`` frames.
     ``drop``: annotated objects left out of the test frames, with the boxes
-    that found them (a sample of another composition)."""
+    that found them (a sample of another composition); ``drop_boxes``: more
+    candidates left out (the other boxes on a dropped object)."""
     fit = ev.subset_frames(train, replicates=100)
     shown = np.isin(ev.frame, test) & (ev.score >= det_conf)
     if drop is not None:
         shown &= ~np.isin(ev.owner, np.flatnonzero(drop))
+    if drop_boxes is not None:
+        shown &= ~drop_boxes
     labels = predict_labels(ev.cand_similarity[shown], ev.names, thresholds)
-    est = estimate_counts(fit, labels, ev.score[shown], np.zeros(shown.sum(), bool), thresholds, det_conf)
+    est = estimate_counts(fit, labels, ev.score[shown], np.zeros(shown.sum(), bool), thresholds, det_conf, support=support)
     k = slice(0, len(ev.names) + 1)
     return {"annotated": annotated_counts(ev, test, drop), "raw": est.count[k], "est": est.estimate[k], "low": est.low[k], "high": est.high[k]}
 
@@ -128,18 +139,24 @@ def main(argv=None) -> dict:
     p.add_argument("--evidence", default="work/counts/evidence.safetensors", help="the model's run on its validation frames (training.count_evidence)")
     p.add_argument("--det-conf", type=float, nargs="+", default=[round(x, 2) for x in np.arange(0.05, 0.55, 0.05)])
     p.add_argument("--containment", type=float, nargs="+", default=[1.01, 0.9, 0.8, 0.7, 0.6], help="fragment rule (above 1: off)")
-    p.add_argument("--method", nargs="+", default=list(METHODS))
+    p.add_argument("--method", nargs="+", default=["adapt"], choices=list(METHODS),
+                   help="methods to score (default: adapt alone, the one that holds on shifted samples: training.count_shifts)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--out", default=None, help="JSON of every setting's figures (default: beside the evidence)")
     p.add_argument("--shift", nargs=2, metavar=("SPECIES", "KEEP"), default=None,
                    help="test frames keep only this share of one species: how each method bears a sample unlike the evidence")
+    p.add_argument("--nested", action="store_true",
+                   help="also choose the setting inside each outer fold (inner folds of its training frames) and score it there: the unbiased figures")
+    p.add_argument("--fold-models", default=None, help="with --coco: cross-fitted naming (see training.count_evidence)")
+    p.add_argument("--folds-json", default=None, help="with --coco and --fold-models: the folds file")
     p.add_argument("--apply", action="store_true", help="store the chosen calibration in the model")
     args = p.parse_args(argv)
     setup()
     if args.coco:
         from . import count_evidence
 
-        count_evidence.main(["--model", str(args.model), "--coco", args.coco, "--out", args.evidence])
+        folds = ["--fold-models", args.fold_models, "--folds-json", args.folds_json] if args.fold_models else []
+        count_evidence.main(["--model", str(args.model), "--coco", args.coco, "--out", args.evidence] + folds)
     raw, names = load_raw(args.evidence)
     config = read_config(args.model, check_files=False)
     thr = thresholds_of(config, names)
@@ -156,6 +173,11 @@ def main(argv=None) -> dict:
                          cv["pooled_bray_curtis_raw"], cv["pooled_bray_curtis_est"], cv["coverage"], cv["coverable"])
     best = choose(table)
     log.info("chosen: %s", json.dumps(best))
+    if args.nested:
+        best["nested"] = nested(raw, names, thr, args.containment, args.det_conf, args.method, args.folds)
+        n = best["nested"]
+        log.info("nested (chosen inside each outer fold): rows %.3f, total %+.3f, Bray-Curtis %.3f, coverage %s; chosen per fold: %s", n["rows_ratio"],
+                 n["pooled_total_error_est"], n["pooled_bray_curtis_est"], n["coverage"], n["chosen"])
     print(steps_markdown(table, best))
     print(species_markdown(evidence_at(raw, names, thr, best["containment"], best["method"]), thr, best["det_conf"], min(args.det_conf)))
     out = Path(args.out or Path(args.evidence).with_suffix(".cv.json"))
@@ -163,6 +185,39 @@ def main(argv=None) -> dict:
     if args.apply:
         apply(args.model, evidence_at(raw, names, thr, best["containment"], best["method"]), best)
     return best
+
+
+def nested(raw: dict, names: list[str], thr, containments, det_confs, methods, folds: int = 5, inner: int = 4, seed: int = 0) -> dict:
+    """Nested cross-validation: in each outer fold, every setting is scored
+    by ``inner`` folds of the outer training frames only, ``choose`` picks
+    one, and that one is scored on the outer test frames. The figures then
+    owe nothing to having been chosen on the frames they score (the plain
+    figures are the best of the grid on the same frames: optimistic)."""
+    evs = {c: evidence_at(raw, names, thr, c, replicates=100) for c in containments}
+    F = len(raw["frame_id"])
+    order, pooled, chosen, covered = np.random.default_rng(seed).permutation(F), {}, [], [], []
+    for k in range(folds):
+        test = np.sort(order[k::folds])
+        train = np.setdiff1d(np.arange(F), test)
+        table = []
+        for c, ev in evs.items():
+            sub = ev.subset_frames(train, replicates=50)
+            for det_conf in det_confs:
+                for method in methods:
+                    sub.method = method
+                    table.append({"containment": c, "det_conf": det_conf, "method": method} | cross_validate(sub, thr, det_conf, inner, seeds=(seed,)))
+        pick = choose(table)
+        chosen.append({x: pick[x] for x in ("containment", "det_conf", "method")})
+        ev = evs[pick["containment"]]
+        ev.method = pick["method"]
+        r = score_fold(ev, thr, pick["det_conf"], train, test)
+        a = r["annotated"]
+        covered += list(((r["low"] <= a) & (a <= r["high"]))[a >= 5])
+        pooled = {x: pooled.get(x, 0) + r[x] for x in ("annotated", "raw", "est")}
+    a = pooled["annotated"]
+    return {"rows_ratio": float(pooled["raw"].sum() / a.sum()), "pooled_total_error_est": float(pooled["est"].sum() / a.sum() - 1),
+            "pooled_bray_curtis_raw": float(bray_curtis(pooled["raw"], a)), "pooled_bray_curtis_est": float(bray_curtis(pooled["est"], a)),
+            "coverage": float(np.mean(covered)) if covered else None, "coverable": len(covered), "chosen": chosen, "folds": folds, "inner_folds": inner}
 
 
 def steps_markdown(table: list[dict], best: dict) -> str:
@@ -176,7 +231,7 @@ def steps_markdown(table: list[dict], best: dict) -> str:
     if frag is not None:
         steps.append((f"  with fragments (≥ {frag:g} inside a same-species box) dropped", find(frag, d, "cc"), "raw"))
     steps += [(f"expected count (P(object) and recall), at {d:g}", find(c, d, "cc"), "est")]
-    steps += [(f"  + confusion correction, {m}" + (" (ships)" if m == best["method"] else ""), find(c, d, m), "est") for m in ("acc", "em", "pcc")]
+    steps += [(f"  + confusion correction, {m}" + (" (ships)" if m == best["method"] else ""), find(c, d, m), "est") for m in ("acc", "em", "pcc", "adapt")]
     lines = ["| step | rows / annotated | total error | Bray-Curtis | interval coverage |", "|---|---|---|---|---|"]
     for name, r, kind in steps:
         if r is not None:
