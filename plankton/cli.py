@@ -247,7 +247,7 @@ def cmd_classify(args) -> int:
 
 def cmd_info(args) -> int:
     from plankton.artifact.manifest import read_config
-    from plankton.runtime.registry import auto_runtime
+    from plankton.runtime.registry import auto_runtime, runtime_summary
 
     from plankton.artifact.gallery import summary, summary_lines
 
@@ -255,6 +255,7 @@ def cmd_info(args) -> int:
     cfg = read_config(folder)
     int8 = cfg.get("int8") or {}
     runtime = auto_runtime(folder, cfg) | {"int8_parity": {k: (int8.get("parity") or {}).get(k) for k in ("drop_vs_fp32", "passed")} if int8.get("route") else None}
+    runtime["summary"] = runtime_summary(folder, cfg)  # which runtime runs and why, in one line
     gallery = summary(folder)
     from plankton.sample.exports import taxonomy_summary
 
@@ -267,7 +268,7 @@ def cmd_info(args) -> int:
     ident = cfg["identifier"]
     matched = "each species' mean" if cfg["prototypes"].get("mode") == "mean" else "the best of each species' mean and sub-centres"
     lines = [f"model: {cfg.get('name')} (version {cfg.get('version', 1)}, created {cfg.get('created')}) in {folder}",
-             f"runtime: {runtime['runtime']}" + "".join(f"; not {k}: {v}" for k, v in runtime["why_not"].items()),
+             f"runtime: {runtime['summary']}",
              f"detector: {cfg['detector'].get('architecture')} at {cfg['detector'].get('imgsz')} px, candidates from score {cfg['detector'].get('conf')}",
              _counting_line(cfg.get("counting")),
              f"embedder: {cfg['embedder'].get('backbone')}, {cfg['embedder'].get('dim')}-d, crops {ident['crop']}",

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from plankton.artifact.folder import ArtifactError, load_artifact, read_config, write_manifest
-from plankton.runtime.quantized import (ONNXRUNTIME, OPENVINO, ROUTE_FILES, cpu_flags, cpu_problem, int8_isa, route_files, with_weights)
+from plankton.runtime.quantized import (ONNXRUNTIME, OPENVINO, ROUTE_FILES, cpu_flags, cpu_isa, cpu_problem, int8_isa, isa_classes_below,
+                                        kernels_class, route_files, with_weights)
 
 AVX2 = "fpu sse4_2 avx avx2 fma"
 VNNI = AVX2 + " avx512f avx512bw avx512_vnni"
@@ -57,10 +58,11 @@ def _copy(src, dst, edit=None):
     return dst
 
 
-def _passed(config):
+def _passed(config, isa="avx2"):
     config["int8"]["parity"]["passed"] = True  # what a real model's recorded parity says; the random model's cannot pass
     # ...measured on the CPU class the tests simulate (avx2_cpu), whatever this machine's class is
-    config["int8"]["cpu"]["int8_isa"] = "avx2"
+    config["int8"]["cpu"]["int8_isa"] = isa
+    config["int8"]["parity_by_isa"] = {isa: config["int8"]["parity"] | {"cpu": "test CPU", "kernels": [], "isa_limit": None}}
 
 
 def test_cpu_classes_from_flags(tmp_path):
@@ -70,10 +72,41 @@ def test_cpu_classes_from_flags(tmp_path):
     assert int8_isa({"sse4_2", "avx"}) is None and int8_isa(None) is None
     assert cpu_flags(_cpuinfo(tmp_path, AVX2)) == set(AVX2.split())
     assert cpu_flags(tmp_path / "missing") is None
+    # files recorded before parity was measured per class: one class, and the better ones
     assert cpu_problem({"cpu": {"int8_isa": "avx2"}}, set(AVX2.split())) is None
-    assert cpu_problem({"cpu": {"int8_isa": "avx2"}}, set(VNNI.split())) is None  # no saturation there: at least as exact
+    assert cpu_problem({"cpu": {"int8_isa": "avx2"}}, set(VNNI.split())) is None
     assert "VNNI" in cpu_problem({"cpu": {"int8_isa": "vnni"}}, set(AVX2.split()))
     assert "AVX2" in cpu_problem({"cpu": {"int8_isa": "avx2"}}, {"sse4_2"})
+
+
+def _section(measured: dict, seven_bit: bool) -> dict:
+    return {"precision": {"weights_7bit": seven_bit},
+            "parity_by_isa": {isa: {"passed": ok, "drop_vs_fp32": {"ap50": 0.0 if ok else 0.02}, "cpu": "test CPU"} for isa, ok in measured.items()}}
+
+
+def test_the_runtime_refuses_only_what_no_measurement_covers():
+    avx2, vnni, amx = set(AVX2.split()), set(VNNI.split()), set(VNNI.split()) | {"amx_int8"}
+    full_range = _section({"vnni": True}, seven_bit=False)  # 8-bit weights, measured with VNNI: AVX2 sums would saturate
+    assert "no INT8 parity was measured for this CPU's class (AVX2 without VNNI" in cpu_problem(full_range, avx2)
+    assert cpu_problem(full_range, vnni) is None and cpu_problem(full_range, amx) is None  # AMX sums in 32 bits as VNNI does
+    seven_bit = _section({"vnni": True}, seven_bit=True)  # no class saturates: the same integers everywhere
+    assert cpu_problem(seven_bit, avx2) is None
+    failed_here = _section({"vnni": True, "avx2": False}, seven_bit=False)
+    assert "measured with AVX2 without VNNI kernels on test CPU did not hold (AP@0.5 -0.0200" in cpu_problem(failed_here, avx2)
+    assert cpu_problem(failed_here, vnni) is None
+    assert "no INT8 parity" in cpu_problem(_section({}, seven_bit=True), vnni)
+
+
+def test_cpu_classes_below_and_the_kernel_limit(monkeypatch):
+    avx2, vnni = set(AVX2.split()), set(VNNI.split())
+    assert isa_classes_below("vnni", vnni) == ["avx2"] and isa_classes_below("amx", vnni | {"amx_int8"}) == ["avx2", "vnni"]
+    assert isa_classes_below("vnni", avx2 | {"avx_vnni"}) == ["avx2"] and isa_classes_below("avx2", avx2) == [] and isa_classes_below(None, set()) == []
+    assert kernels_class(["jit_avx2_I8", "jit_avx2_1x1_I8"]) == "avx2" and kernels_class(["jit_avx2_I8", "brgconv_avx512_I8"]) == "avx512"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # OpenVINO then runs AVX2 kernels, so the AVX2 parity is the one that applies
+    assert cpu_isa(vnni) == "avx2" and cpu_isa(avx2) == "avx2" and cpu_isa({"sse4_2"}) is None
+    assert "no INT8 parity" in cpu_problem(_section({"vnni": True}, seven_bit=False), vnni)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    assert cpu_isa(vnni | {"amx_int8"}) == "vnni" and cpu_isa(avx2) == "avx2"
 
 
 def test_quantization_records_its_sources_calibration_and_parity(int8_artifact, frames_coco):
@@ -87,8 +120,13 @@ def test_quantization_records_its_sources_calibration_and_parity(int8_artifact, 
     assert section["calibration"]["frame_ids"] == sorted(frames_coco.images)[:1] and section["calibration"]["split"] == "train"
     assert section["calibration"]["embedder_crops"] > 0
     parity = section["parity"]
-    assert {"ap50", "recall", "top1", "f1_macro", "drop_vs_fp32", "passed", "same_boxes_iou0.9", "same_species"} <= set(parity)
+    assert {"ap50", "recall", "top1", "f1_macro", "open_set_unknown_rate", "drop_vs_fp32", "passed", "same_boxes_iou0.9", "same_species"} <= set(parity)
     assert parity["passed"] == all(parity["drop_vs_fp32"][k] <= v for k, v in section["tolerances"].items())
+    assert set(section["tolerances"]) == {"ap50", "recall", "top1", "f1_macro", "open_set_unknown_rate"}
+    here = cpu_isa()  # measured on this CPU's class; ONNX Runtime's kernels cannot be limited to a lesser one
+    assert section["parity_by_isa"][here]["passed"] == parity["passed"] and section["parity_by_isa"][here]["cpu"] == section["cpu"]["name"]
+    assert set(section["parity_not_measured"]) == set(isa_classes_below(here, cpu_flags()))
+    assert section["precision"]["weights_7bit"] is True  # reduce_range
     variant = section["variants"]["onnxruntime/decode"]
     assert variant["detector"]["kept_fp32_nodes"] > 0 and variant["embedder"]["kept_fp32_nodes"] > 0  # head decoding, L2 normalisation
     assert variant["parity"] == parity and section["precision"]["detector_head_kept_fp32"] == "decode"
@@ -124,8 +162,10 @@ def _falls_back(folder, match):
 
 
 def test_auto_falls_back_when_parity_did_not_pass(int8_artifact, tmp_path, avx2_cpu):
-    folder = _copy(int8_artifact, tmp_path / "failed", lambda c: c["int8"]["parity"].update(passed=False))
-    _falls_back(folder, "no passed INT8 parity")
+    folder = _copy(int8_artifact, tmp_path / "failed", lambda c: (_passed(c), c["int8"]["parity_by_isa"]["avx2"].update(passed=False)))
+    _falls_back(folder, "measured with AVX2 without VNNI kernels on test CPU did not hold")
+    legacy = _copy(int8_artifact, tmp_path / "legacy", lambda c: (c["int8"].pop("parity_by_isa"), c["int8"]["parity"].update(passed=False)))
+    _falls_back(legacy, "no passed INT8 parity")  # files recorded before parity was measured per class
 
 
 def test_auto_falls_back_when_int8_files_are_missing(int8_artifact, tmp_path, avx2_cpu):
@@ -151,9 +191,9 @@ def test_auto_falls_back_on_a_cpu_without_the_kernels(int8_artifact, tmp_path, m
     folder = _copy(int8_artifact, tmp_path / "cpu", _passed)
     monkeypatch.setattr("plankton.runtime.quantized.CPUINFO", _cpuinfo(tmp_path, "fpu sse4_2 avx"))
     _falls_back(folder, "no AVX2")
-    vnni = _copy(int8_artifact, tmp_path / "vnni", lambda c: (_passed(c), c["int8"]["cpu"].update(int8_isa="vnni")))
+    vnni = _copy(int8_artifact, tmp_path / "vnni", lambda c: (_passed(c, "vnni"), c["int8"]["precision"].update(weights_7bit=False)))
     monkeypatch.setattr("plankton.runtime.quantized.CPUINFO", _cpuinfo(tmp_path, AVX2))
-    _falls_back(vnni, "VNNI")
+    _falls_back(vnni, r"no INT8 parity was measured for this CPU's class \(AVX2 without VNNI; measured: VNNI\)")
 
 
 def test_info_says_which_runtime(int8_artifact, tmp_path, avx2_cpu, capsys):
@@ -163,6 +203,13 @@ def test_info_says_which_runtime(int8_artifact, tmp_path, avx2_cpu, capsys):
     assert main(["info", "--model", str(folder), "--json"]) == 0
     runtime = json.loads(capsys.readouterr().out)["runtime"]
     assert runtime["runtime"] == "onnx-int8" and runtime["int8_parity"]["passed"] is True
+    assert runtime["summary"].startswith("ONNX Runtime INT8 (onnx-int8): this CPU (AVX2 without VNNI) is covered by the INT8 parity of its own class")
+    assert main(["info", "--model", str(folder)]) == 0
+    assert "runtime: ONNX Runtime INT8 (onnx-int8): this CPU (AVX2 without VNNI)" in capsys.readouterr().out
+    failed = _copy(int8_artifact, tmp_path / "info_failed", lambda c: (_passed(c), c["int8"]["parity_by_isa"]["avx2"].update(passed=False)))
+    assert main(["info", "--model", str(failed), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)["runtime"]["summary"]
+    assert summary.startswith("fp32 ONNX Runtime (onnx); not int8: the INT8 parity measured with AVX2 without VNNI kernels on test CPU did not hold")
 
 
 def test_openvino_route_gives_drop_in_models(int8_artifact, tmp_path, avx2_cpu, frame, frames_coco):
@@ -174,6 +221,10 @@ def test_openvino_route_gives_drop_in_models(int8_artifact, tmp_path, avx2_cpu, 
     ids = sorted(frames_coco.images)
     quantize_artifact(folder, frames_coco, ids[:1], ids[:1], routes=(OPENVINO,), calib_frames=1, keep_fp32=("decode",), ship=OPENVINO)
     config = read_config(folder)
+    section = config["int8"]
+    assert section["precision"]["overflow_fix"] == "enable" and section["precision"]["weights_7bit"] is True
+    assert set(section["parity_by_isa"]) == {"avx2"}  # avx2_cpu: this CPU's class, and no lesser one to measure
+    assert _max_int8_weight(folder / "detector.int8.xml") <= 64  # 7-bit weights: VPMADDUBSW's 16-bit pair sums cannot saturate
     _passed(config)
     write_manifest(folder, config)
     cascade = load_artifact(folder, runtime="auto")
@@ -182,6 +233,36 @@ def test_openvino_route_gives_drop_in_models(int8_artifact, tmp_path, avx2_cpu, 
     emb = cascade.identifier.embed_boxes(image, boxes)
     assert emb.shape == (len(boxes), 512) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-3)
     assert cascade.detector.predict(image).xyxy.shape[1] == 4
+
+
+def test_a_lesser_class_is_measured_with_its_own_kernels(int8_artifact, tmp_path, frames_coco):
+    """On a CPU with VNNI or AMX, the child process limited to AVX2 kernels
+    runs them (and records which), as an AVX2-only CPU would."""
+    from training.int8_parity import measure_class
+    from training.quantize import quantize_artifact
+
+    below = isa_classes_below(cpu_isa(), cpu_flags())
+    if not below:
+        pytest.skip(f"this CPU's 8-bit class ({cpu_isa()}) has no lesser class to limit OpenVINO to")
+    folder = tmp_path / "ov"
+    shutil.copytree(int8_artifact, folder)
+    ids = sorted(frames_coco.images)
+    quantize_artifact(folder, frames_coco, ids[:1], ids[:1], routes=(OPENVINO,), calib_frames=1, keep_fp32=("decode",), ship=OPENVINO,
+                      lesser_classes=False)
+    record = measure_class("avx2", folder, frames_coco, ids[:1], {"int8": {"dir": str(folder), "route": OPENVINO, "embedder": "int8"}}, threads=1)
+    assert "not_measured" not in record, record
+    assert record["isa_limit"] == "ONEDNN_MAX_CPU_ISA=AVX2" and kernels_class(record["kernels"]) == "avx2", record["kernels"]
+    assert record["isa"] == "avx2" and {"passed", "drop_vs_fp32", "open_set_unknown_rate"} <= set(record["routes"]["int8"])
+
+
+def _max_int8_weight(xml) -> int:
+    """The largest |value| of the 8-bit weight constants in an IR."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(xml))
+    consts = [op for op in model.get_ops() if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
+    assert consts, "no 8-bit weights in the IR"
+    return max(int(np.abs(c.get_data().astype(np.int16)).max()) for c in consts)
 
 
 def test_bench_compares_int8_with_fp32_in_one_run(int8_artifact, tmp_path, avx2_cpu, frame):

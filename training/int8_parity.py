@@ -3,18 +3,33 @@ tolerances: detection AP@0.5 and recall at the default threshold may drop
 by at most 0.005, identification top-1 (nearest prototype, ground-truth
 boxes) by 0.005 and F1-macro by 0.01. A gain is never a failure.
 
+INT8 arithmetic differs by CPU class (``plankton.runtime.quantized.int8_isa``),
+so ``measure_class`` also runs the check with OpenVINO limited to a lesser
+class's kernels, in a process of its own (the limit is read once per
+process), and records the kernels that ran, so a limit that did not take
+is never recorded as that class's parity:
+
+    python -m training.int8_parity JOB.json --out RESULT.json    # what measure_class runs
+
 Also recorded, to see what the figures hide: how many of fp32's boxes
 (at the default threshold) INT8 finds again at IoU ≥ 0.9, how often both
 name the same species, and the cosine between their embeddings.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-TOLERANCES = {"ap50": 0.005, "recall": 0.005, "top1": 0.005, "f1_macro": 0.01}
+TOLERANCES = {"ap50": 0.005, "recall": 0.005, "top1": 0.005, "f1_macro": 0.01, "open_set_unknown_rate": 0.01}
 
 
 def _same_boxes(ref: np.ndarray, got: np.ndarray, iou: float = 0.9) -> tuple[int, int]:
@@ -28,11 +43,16 @@ def _same_boxes(ref: np.ndarray, got: np.ndarray, iou: float = 0.9) -> tuple[int
     return int((box_iou(ref, got).max(1) >= iou).sum()), len(ref)
 
 
-def _scores(gt, dets, conf, true, sim, names) -> dict:
+def _scores(gt, dets, conf, true, sim, names, thr) -> dict:
     """Detection as training.evaluate scores it; identification as its
     ``identification_metrics`` does: nearest prototype on ground-truth boxes,
-    over the species that have one, F1-macro over the species present."""
+    over the species that have one, F1-macro over the species present; the
+    unseen-species check as its ``open_set``: each species' prototype removed
+    in turn, the macro share of its objects then answered unknown at the
+    model's thresholds."""
     from sklearn.metrics import accuracy_score, f1_score
+
+    from plankton.metrics import open_set
 
     from .detection_metrics import coco_ap, precision_recall
 
@@ -42,8 +62,10 @@ def _scores(gt, dets, conf, true, sim, names) -> dict:
     t, pred = true[known], np.asarray(names, dtype=object)[sim[known].argmax(1)] if known.any() else np.array([], dtype=object)
     top1 = float(accuracy_score(t, pred)) if len(t) else 0.0
     f1 = float(f1_score(t, pred, labels=sorted(set(t)), average="macro", zero_division=0)) if len(t) else 0.0
+    unseen = open_set(t, sim[known], names, thr)["unknown_rate_macro"] if len(t) else None
     return {"ap50": round(ap["ap50"], 5), "ap50_95": round(ap["ap50_95"], 5), "recall": round(pr["recall"], 5),
-            "precision": round(pr["precision"], 5), "top1": round(top1, 5), "f1_macro": round(f1, 5)}
+            "precision": round(pr["precision"], 5), "top1": round(top1, 5), "f1_macro": round(f1, 5),
+            "open_set_unknown_rate": round(unseen, 5) if unseen is not None else 0.0}
 
 
 def ap_at_sizes(network, det_cfg, coco, val_ids: list[int], sizes: tuple[int, ...], floor: float = 0.001) -> dict:
@@ -110,12 +132,14 @@ def parity(fp32, candidates: dict, coco, val_ids: list[int], floor: float = 0.00
     true = np.asarray(true, dtype=object)
     emb = {k: np.concatenate(v) for k, v in embs.items()}
     sims = {k: protos.similarity(v) for k, v in emb.items()}
-    conf = det_cfg.conf
-    base = _scores(gt, dets["fp32"], conf, true, sims["fp32"], names)
+    from plankton.model.prototypes import shifted_thresholds
+
+    conf, thr = det_cfg.conf, shifted_thresholds(id_cfg.cls_conf, id_cfg.offsets(names))
+    base = _scores(gt, dets["fp32"], conf, true, sims["fp32"], names, thr)
     out = {"frames": len(val_ids), "objects": int(len(true)), "detector_floor": floor, "default_threshold": conf,
            "tolerances": TOLERANCES, "fp32": base | {"detector_s_per_frame": round(secs["fp32"] / max(len(val_ids), 1), 3)}, "routes": {}}
     for k in candidates:
-        got = _scores(gt, dets[k], conf, true, sims[k], names)
+        got = _scores(gt, dets[k], conf, true, sims[k], names, thr)
         drop = {m: round(base[m] - got[m], 5) for m in TOLERANCES}
         same = np.array([_same_boxes(dets["fp32"][i].xyxy[dets["fp32"][i].score >= conf], dets[k][i].xyxy[dets[k][i].score >= conf]) for i in gt])
         cos = np.sum(emb["fp32"] * emb[k], axis=1)
@@ -123,7 +147,7 @@ def parity(fp32, candidates: dict, coco, val_ids: list[int], floor: float = 0.00
             "drop_vs_fp32": drop,
             "passed": all(drop[m] <= TOLERANCES[m] for m in TOLERANCES),
             "passed_detection": all(drop[m] <= TOLERANCES[m] for m in ("ap50", "recall")),
-            "passed_identification": all(drop[m] <= TOLERANCES[m] for m in ("top1", "f1_macro")),
+            "passed_identification": all(drop[m] <= TOLERANCES[m] for m in ("top1", "f1_macro", "open_set_unknown_rate")),
             "same_boxes_iou0.9": round(float(same[:, 0].sum() / max(same[:, 1].sum(), 1)), 5),
             "same_species": round(float(np.mean(sims["fp32"].argmax(1) == sims[k].argmax(1))), 5) if len(true) else 1.0,
             "embedding_cosine": {"min": round(float(cos.min(initial=1.0)), 5), "mean": round(float(cos.mean()) if len(cos) else 1.0, 5)},
@@ -132,4 +156,89 @@ def parity(fp32, candidates: dict, coco, val_ids: list[int], floor: float = 0.00
     return out
 
 
-__all__ = ["TOLERANCES", "ap_at_sizes", "parity"]
+
+def load_candidates(folder: str | Path, spec: dict, threads: int | None = None) -> dict:
+    """name → (detector, embedder) networks from {name: {"dir", "route",
+    "embedder": "int8" | "fp32"}}; candidates that share a folder share its
+    detector object, so ``parity`` runs it once."""
+    from plankton.runtime.onnx import EMBEDDER_ONNX, default_threads, load_embedder
+    from plankton.runtime.quantized import OPENVINO, load_int8_models, load_openvino
+
+    folder, loaded, fp32_emb, out = Path(folder), {}, {}, {}
+    for name, c in spec.items():
+        key = (str(c["dir"]), c["route"])
+        if key not in loaded:
+            loaded[key] = load_int8_models(c["dir"], {"int8": {"route": c["route"]}}, threads)[:2]
+        det, emb = loaded[key]
+        if c["embedder"] == "fp32":
+            if c["route"] not in fp32_emb:
+                fp32_emb[c["route"]] = (load_openvino(folder / EMBEDDER_ONNX, "embedder", threads or default_threads()) if c["route"] == OPENVINO
+                                        else load_embedder(folder / EMBEDDER_ONNX, threads))
+            emb = fp32_emb[c["route"]]
+        out[name] = (det, emb)
+    return out
+
+
+def kernels_of(candidates: dict) -> list[str]:
+    """The 8-bit kernels OpenVINO compiled for the candidates' networks."""
+    from plankton.runtime.quantized import int8_kernels
+
+    return sorted({k for pair in candidates.values() for m in pair if hasattr(m, "compiled") for k in int8_kernels(m.compiled)})
+
+
+EXPECTED_KERNELS = {"avx2": "avx2", "vnni": "avx512"}  # what oneDNN's names say under each class's limit
+
+
+def measure_here(folder: str | Path, coco, val_ids: list[int], spec: dict, isa: str, threads: int | None = None) -> dict:
+    """``parity`` of the candidates in ``spec`` on this process's kernels,
+    labelled with the class ``isa`` they stand for, the CPU and the kernels."""
+    from plankton.artifact.folder import load_artifact
+    from plankton.runtime.quantized import ISA_ENV, cpu_name, kernels_class
+
+    candidates = load_candidates(folder, spec, threads)
+    kernels = kernels_of(candidates)
+    limit = os.environ.get(ISA_ENV)
+    if limit and isa in EXPECTED_KERNELS and kernels_class(kernels) != EXPECTED_KERNELS[isa]:
+        return {"isa": isa, "not_measured": f"{ISA_ENV}={limit} did not limit OpenVINO's 8-bit kernels to {isa} (got {', '.join(kernels) or 'none'})"}
+    checked = parity(load_artifact(folder, runtime="onnx"), candidates, coco, val_ids)
+    return checked | {"isa": isa, "cpu": cpu_name(), "kernels": kernels, "isa_limit": f"{ISA_ENV}={limit}" if limit else None}
+
+
+def measure_class(isa: str, folder: str | Path, coco, val_ids: list[int], spec: dict, threads: int | None = None) -> dict:
+    """``measure_here`` in a child process whose OpenVINO may use only the
+    kernels of class ``isa`` (``ISA_LIMITS``); {"not_measured": why} when
+    the child fails or the limit did not take."""
+    from plankton.runtime.quantized import ISA_ENV, ISA_LIMITS
+
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="plankton-parity.") as tmp:
+        job, out = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job.write_text(json.dumps({"folder": str(Path(folder).resolve()), "annotations": str(coco.source), "image_root": str(coco.image_root),
+                                   "val_ids": [int(i) for i in val_ids], "spec": spec, "isa": isa, "threads": threads}))
+        env = os.environ | {ISA_ENV: ISA_LIMITS[isa], "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+        run = subprocess.run([sys.executable, "-m", "training.int8_parity", str(job), "--out", str(out)], env=env, cwd=root,
+                             stdout=subprocess.PIPE, stderr=None, text=True)
+        if run.returncode != 0 or not out.is_file():
+            return {"isa": isa, "not_measured": f"the {isa} parity run failed (exit {run.returncode})"}
+        return json.loads(out.read_text())
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description="One class's INT8 parity, as training.quantize asks for it (a JSON job file).")
+    p.add_argument("job", help="JSON: folder, annotations, image_root, val_ids, spec, isa, threads")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    from plankton.coco import load_coco
+
+    job = json.loads(Path(args.job).read_text())
+    coco = load_coco(job["annotations"], job["image_root"], strict=False)
+    result = measure_here(job["folder"], coco, job["val_ids"], job["spec"], job["isa"], job.get("threads"))
+    Path(args.out).write_text(json.dumps(result))
+    return result
+
+
+__all__ = ["TOLERANCES", "ap_at_sizes", "kernels_of", "load_candidates", "measure_class", "measure_here", "parity"]
+
+
+if __name__ == "__main__":
+    main()

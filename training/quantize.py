@@ -2,7 +2,8 @@
 command, and the faster route that holds accuracy added to the artifact.
 
     python -m training.quantize models/default --data work/data [--routes openvino onnxruntime] [--calib-frames 32]
-                                [--imgsz 1600 1280] [--limit 0]
+                                [--overflow-fix enable first_layer] [--this-class-only] [--imgsz 1600 1280] [--limit 0]
+    python -m training.quantize MODEL_DIR --coco PATH/TO/annotations.coco.json    # the split from MODEL_DIR/training.json
 
 Needs current fp32 ONNX files (``python -m training.export_onnx``; its
 ``--int8`` runs this too). Both routes quantize the same fp32 ONNX graphs
@@ -11,7 +12,9 @@ with the same calibration frames, taken from the model's TRAINING split
 ``Detector`` does, the embedder sees the crops of their ground-truth boxes.
 
 - ``openvino``: OpenVINO IR quantized by NNCF (``nncf.quantize``, mixed
-  preset: symmetric weights per channel, asymmetric activations).
+  preset: symmetric weights per channel, asymmetric activations), by
+  default with NNCF's overflow fix on every layer (7-bit weights), which
+  keeps CPUs without VNNI from saturating; "first_layer" is NNCF's default.
 - ``onnxruntime``: ONNX Runtime static quantization, QDQ, signed 8-bit
   weights per channel, with 7-bit weight range (``reduce_range``): CPUs
   without VNNI add u8×s8 products in 16 bits, which 8-bit weights can
@@ -26,7 +29,11 @@ loss from 0.0047 to 0.0033 for 15-25% more detector time). The
 embedder's final L2 normalisation stays fp32 too.
 
 Then ``training.int8_parity`` runs fp32 ONNX and each route on the
-validation frames, each route also with the fp32 embedder in its runtime.
+validation frames, each route also with the fp32 embedder in its runtime,
+on this CPU's class of 8-bit arithmetic and again, in a child process, with
+OpenVINO limited to each lesser class's kernels (AVX2 without VNNI on a
+VNNI CPU; also VNNI on an AMX one). A variant ships when it holds on every
+class measured (else on this CPU's; the runtime then refuses the others).
 A route keeps its INT8 embedder only if identification holds with it,
 else it runs ``embedder.onnx`` in fp32 (on the bundled model the INT8
 EfficientNet-Lite0 lost 0.03-0.05 F1-macro, whichever layers were kept in
@@ -40,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 import tempfile
@@ -54,10 +60,11 @@ from plankton.files import sha256
 from plankton.model.identifier import to_tensor
 from plankton.artifact.manifest import read_config, write_manifest
 from plankton.runtime.onnx import DETECTOR_ONNX, EMBEDDER_ONNX, onnx_status
-from plankton.runtime.quantized import (ONNXRUNTIME, OPENVINO, ROUTE_FILES, SOURCES, cpu_flags, int8_isa, load_int8_models, route_files,
-                                with_weights)
+from plankton.runtime.quantized import (ISA_ENV, ISA_LIMITS, ONNXRUNTIME, OPENVINO, ROUTE_FILES, SOURCES, cpu_flags, cpu_isa, cpu_name,
+                                        isa_classes_below, route_files, with_weights)
 
 from .common import log, setup
+from .quantize_routes import OVERFLOW_FIXES, build_route, fp32_nodes, head_decode_nodes  # noqa: F401  (fp32_nodes, head_decode_nodes: this module's API)
 
 CALIB_FRAMES = 32
 
@@ -115,129 +122,6 @@ class Calibration:
         return len(self.ids) if kind == "detector" else sum(len(f["crops"]) for f in self.embedder())
 
 
-def head_decode_nodes(names: list[str], keep_fp32: str = "decode") -> list[str]:
-    """Node names of the detection head to keep in fp32. Ultralytics names
-    nodes after their module, ``/model/model.N/...``, and the head is the
-    last module. "decode": all of the head but its convolution branches
-    (cv2/cv3, one2one_cv2/3); "head": all of it; "none": nothing."""
-    if keep_fp32 == "none":
-        return []
-    found = [int(m.group(1)) for n in names if (m := re.match(r".*?/model\.(\d+)/", n))]
-    if not found:
-        return []
-    scope = next(m.group(0) for n in names if (m := re.match(r".*?/model\.(\d+)/", n)) and int(m.group(1)) == max(found))
-    branch = re.compile(r"(one2one_)?cv\d")
-    return [n for n in names if n.startswith(scope) and (keep_fp32 == "head" or not branch.match(n[len(scope):].split("/")[0]))]
-
-
-def fp32_nodes(names: list[str], kind: str, keep_fp32: str = "decode") -> list[str]:
-    """What stays fp32: the detector's head decoding (``head_decode_nodes``);
-    the embedder's final L2 normalisation (the top-level nodes, outside the
-    backbone and neck modules), so that embeddings stay unit vectors."""
-    if kind == "detector":
-        return head_decode_nodes(names, keep_fp32)
-    return [n for n in names if n.startswith("/") and n.count("/") == 1]
-
-
-def _onnx_metadata(path: Path) -> dict:
-    import onnx
-
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-
-
-def quantize_openvino(src: Path, dst: Path, data, exclude_rule: str, subset: int) -> dict:
-    """fp32 ONNX → OpenVINO IR quantized by NNCF, the plankton metadata in its rt_info."""
-    import logging
-
-    import nncf
-    import openvino as ov
-
-    nncf.set_log_level(logging.WARNING)  # not one line per node kept in fp32
-    model = ov.convert_model(str(src))
-    for k, v in _onnx_metadata(src).items():
-        model.set_rt_info(v, ["plankton", k])
-    names = [op.get_friendly_name() for op in model.get_ordered_ops()]
-    exclude = fp32_nodes(names, "detector" if "detector" in src.name else "embedder", exclude_rule)
-    if "embedder" in src.name:  # OpenVINO names an output's node after the output ("embeddings"), not "/Div"
-        exclude += [r.input_value(0).get_node().get_friendly_name() for r in model.get_results()]
-    ignored = nncf.IgnoredScope(names=exclude, validate=False) if exclude else None
-    q = nncf.quantize(model, nncf.Dataset(data), preset=nncf.QuantizationPreset.MIXED, subset_size=subset, ignored_scope=ignored)
-    ov.save_model(q, str(dst), compress_to_fp16=False)
-    return {"kept_fp32_nodes": len(exclude), "nncf": nncf.__version__, "openvino": ov.__version__, "preset": "mixed"}
-
-
-class _Reader:
-    """ONNX Runtime's CalibrationDataReader over a re-iterable source, with
-    the ``set_range`` that ``CalibStridedMinMax`` needs: ranges are then
-    computed frame by frame and merged, instead of holding every
-    intermediate tensor of every frame."""
-
-    def __init__(self, source):
-        self.source = source
-        self.n = sum(1 for _ in source())
-        self.set_range(0, self.n)
-
-    def __len__(self):
-        return self.n
-
-    def set_range(self, start_index: int, end_index: int):
-        import itertools
-
-        self.it = itertools.islice(self.source(), start_index, end_index)
-
-    def get_next(self):
-        return next(self.it, None)
-
-
-def quantize_onnxruntime(src: Path, dst: Path, source, exclude_rule: str) -> dict:
-    """fp32 ONNX → QDQ ONNX by ``quantize_static`` (see the module doc)."""
-    import onnx
-    import onnxruntime
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    with tempfile.TemporaryDirectory(prefix="plankton-ort-q.") as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)  # dynamic H, W defeat symbolic inference
-        names = [n.name for n in onnx.load(str(pre)).graph.node]
-        exclude = fp32_nodes(names, "detector" if "detector" in src.name else "embedder", exclude_rule)
-        # Conv and MatMul only: Q/DQ pairs around SiLU's Sigmoid and Mul cost more than they save (measured on AVX2).
-        quantize_static(str(pre), str(dst), _Reader(source), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-                        op_types_to_quantize=["Conv", "MatMul"], extra_options={"CalibStridedMinMax": 1})
-    model = onnx.load(str(dst))
-    have = {p.key for p in model.metadata_props}
-    for k, v in _onnx_metadata(src).items():
-        if k not in have:
-            model.metadata_props.add(key=k, value=v)
-    onnx.save(model, str(dst))
-    return {"kept_fp32_nodes": len(exclude), "onnxruntime": onnxruntime.__version__, "format": "QDQ", "per_channel": True, "reduce_range": True,
-            "op_types": ["Conv", "MatMul"]}
-
-
-def build_route(route: str, folder: Path, out: Path, calib: Calibration, keep_fp32: str) -> dict:
-    """Both networks of ``route`` into ``out``; returns its settings."""
-    det_dst, emb_dst = (out / f for f in ROUTE_FILES[route])
-    t = time.perf_counter()
-    if route == OPENVINO:
-        det = quantize_openvino(folder / DETECTOR_ONNX, det_dst, list_source(calib.detector), keep_fp32, len(calib.ids))
-        emb = quantize_openvino(folder / EMBEDDER_ONNX, emb_dst, list(calib.embedder()), keep_fp32, 10**6)
-    else:
-        det = quantize_onnxruntime(folder / DETECTOR_ONNX, det_dst, calib.detector, keep_fp32)
-        emb = quantize_onnxruntime(folder / EMBEDDER_ONNX, emb_dst, calib.embedder, keep_fp32)
-    return {"detector": det, "embedder": emb, "keep_fp32": keep_fp32, "build_s": round(time.perf_counter() - t, 1)}
-
-
-class list_source:
-    """A re-iterable, sized view of a generator function, for nncf.Dataset."""
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def __iter__(self):
-        return iter(self.fn())
-
-
 def network_times(models: dict, calib: Calibration, rounds: int = 5) -> dict:
     """Median ms of each runtime's detector and embedder networks on one
     calibration frame and its crops, the runtimes interleaved so that load
@@ -260,63 +144,88 @@ def network_times(models: dict, calib: Calibration, rounds: int = 5) -> dict:
             for k, d in times.items()}
 
 
-def _fp32_embedder(route: str, folder: Path, threads: int | None):
-    """The fp32 embedder.onnx in the route's own runtime (one runtime loaded, not two)."""
-    from plankton.runtime.onnx import default_threads, load_embedder
-    from plankton.runtime.quantized import load_openvino
-
-    if route == OPENVINO:
-        return load_openvino(folder / EMBEDDER_ONNX, "embedder", threads or default_threads())
-    return load_embedder(folder / EMBEDDER_ONNX, threads)
-
-
-def _choose(route: str, checked: dict) -> tuple[str, dict]:
-    """A route's embedder precision and its parity: INT8 when it holds
-    identification, else fp32 (the detector's figures are the same)."""
-    int8 = checked["routes"][route]
-    if int8["passed"] or not int8["passed_detection"]:
+def _choose(variant: str, by_isa: dict) -> tuple[str, dict]:
+    """A variant's embedder precision and its parity on each CPU class
+    measured: INT8 when identification holds with it on every class, else
+    fp32 (the detector's figures are the same)."""
+    int8 = {isa: c["routes"][variant] for isa, c in by_isa.items() if variant in c["routes"]}
+    if all(r["passed"] for r in int8.values()) or not all(r["passed_detection"] for r in int8.values()):
         return "int8", int8
-    return "fp32", checked["routes"][f"{route}+fp32-embedder"]
+    return "fp32", {isa: c["routes"][f"{variant}+fp32-embedder"] for isa, c in by_isa.items() if variant in c["routes"]}
+
+
+def _spec(variants: list[str], tmp: Path) -> dict:
+    """``int8_parity.load_candidates``' spec: each variant with its INT8
+    embedder and with the fp32 one."""
+    spec = {}
+    for v in variants:
+        base = {"dir": str(tmp / v), "route": v.split("/")[0]}
+        spec[v], spec[f"{v}+fp32-embedder"] = base | {"embedder": "int8"}, base | {"embedder": "fp32"}
+    return spec
+
+
+def _variants(routes, keep_fp32, overflow_fix) -> list[str]:
+    """route/head-kept-fp32[/overflow fix]: ONNX Runtime's weights are always 7-bit."""
+    return [f"{r}/{k}" + (f"/{o}" if r == OPENVINO else "") for r in routes for k in keep_fp32 for o in (overflow_fix if r == OPENVINO else ("",))
+            if r == OPENVINO or not o]
 
 
 def quantize_artifact(folder: str | Path, coco, train_ids: list[int], val_ids: list[int], routes=(OPENVINO, ONNXRUNTIME),
                       calib_frames: int = CALIB_FRAMES, keep_fp32=("decode", "head"), sizes: tuple[int, ...] = (),
-                      ship: str | None = None, threads: int | None = None, command: str = "") -> dict:
+                      ship: str | None = None, threads: int | None = None, command: str = "", overflow_fix=("enable",),
+                      lesser_classes: bool = True) -> dict:
     """Build every route with each choice of what of the detection head
-    stays fp32 (``keep_fp32``), measure parity and speed, ship the fastest
-    variant that passes (of route ``ship`` if given), and record the
-    "int8" section. Returns it."""
-    from .int8_parity import ap_at_sizes, parity
+    stays fp32 (``keep_fp32``) and, for OpenVINO, of NNCF's overflow fix;
+    measure parity on this CPU's class and, with ``lesser_classes``, with
+    OpenVINO limited to each lesser class's kernels; measure speed; ship the
+    fastest variant that passes on every class measured (else on this CPU's),
+    of route ``ship`` if given, and record the "int8" section. Returns it."""
+    from .int8_parity import ap_at_sizes, kernels_of, load_candidates, measure_class, parity
 
     folder = Path(folder)
     config = read_config(folder)
     problem = onnx_status(folder, config)
     if problem:
         raise SystemExit(f"training.quantize: the fp32 ONNX files are not usable: {problem}")
+    flags = cpu_flags()
+    native = cpu_isa(flags) or "none"  # under ONEDNN_MAX_CPU_ISA, the class it limits OpenVINO to
     fp32 = load_artifact(folder, runtime="onnx")
     calib = Calibration(fp32, coco, calibration_ids(train_ids, calib_frames))
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.int8."))
     try:
-        built, candidates, variants = {}, {}, [f"{r}/{k}" for r in routes for k in keep_fp32]
-        fp32_emb = {r: _fp32_embedder(r, folder, threads) for r in routes}
+        built, variants = {}, _variants(routes, keep_fp32, overflow_fix)
         for v in variants:
-            route, keep = v.split("/")
-            log.info("quantizing with %s (head kept fp32: %s) on %d training frames", route, keep, len(calib.ids))
+            route, keep, fix = (v.split("/") + [""])[:3]
+            log.info("quantizing with %s (head kept fp32: %s%s) on %d training frames", route, keep, f", overflow fix: {fix}" if fix else "",
+                     len(calib.ids))
             (tmp / v).mkdir(parents=True)
-            built[v] = build_route(route, folder, tmp / v, calib, keep)
-            det, emb, _ = load_int8_models(tmp / v, {"int8": {"route": route}}, threads)
-            candidates[v], candidates[f"{v}+fp32-embedder"] = (det, emb), (det, fp32_emb[route])
-        checked = parity(fp32, candidates, coco, val_ids)
-        choice = {v: _choose(v, checked) for v in variants}
+            built[v] = build_route(route, folder, tmp / v, calib, keep, fix or "enable")
+        spec = _spec(variants, tmp)
+        candidates = load_candidates(folder, spec, threads)
+        by_isa = {native: parity(fp32, candidates, coco, val_ids) | {"cpu": cpu_name(), "kernels": kernels_of(candidates), "isa_limit": None}}
+        not_measured = {}
+        for isa in isa_classes_below(native, flags) if lesser_classes else ():
+            limited = {k: c for k, c in spec.items() if c["route"] == OPENVINO}
+            log.info("INT8 parity with OpenVINO limited to the %s class's kernels (%s=%s)", isa, ISA_ENV, ISA_LIMITS[isa])
+            got = measure_class(isa, folder, coco, val_ids, limited, threads) if limited else {
+                "not_measured": "ONNX Runtime's kernels cannot be limited to a lesser class"}
+            if "not_measured" in got:
+                not_measured[isa] = got["not_measured"]
+                log.warning("not measured for %s: %s", isa, got["not_measured"])
+            else:
+                by_isa[isa] = got
+        choice = {v: _choose(v, by_isa) for v in variants}
         models = {"onnx": (fp32.detector.model, fp32.identifier.model)}
         models |= {v: candidates[v if choice[v][0] == "int8" else f"{v}+fp32-embedder"] for v in variants}
         speed = network_times(models, calib)
-        passed = [v for v in variants if choice[v][1]["passed"] and (ship is None or v.startswith(f"{ship}/"))]
-        chosen = min(passed, key=lambda v: speed[v]["detector"] + speed[v]["embedder"], default=None)
+        shippable = [v for v in variants if ship is None or v.startswith(f"{ship}/")]
+        everywhere = [v for v in shippable if all(r["passed"] for r in choice[v][1].values())]
+        here = [v for v in shippable if choice[v][1][native]["passed"]]
+        chosen = min(everywhere or here, key=lambda v: speed[v]["detector"] + speed[v]["embedder"], default=None)
         if ship and chosen is None:  # forced: the most accurate detector variant of that route
-            chosen = max((v for v in variants if v.startswith(f"{ship}/")), key=lambda v: choice[v][1]["ap50"])
+            chosen = max(shippable, key=lambda v: choice[v][1][native]["ap50"])
         if chosen and sizes:
-            choice[chosen][1]["ap50_at_imgsz"] = ap_at_sizes(models[chosen][0], fp32.detector.cfg, coco, val_ids, sizes)
+            choice[chosen][1][native]["ap50_at_imgsz"] = ap_at_sizes(models[chosen][0], fp32.detector.cfg, coco, val_ids, sizes)
         for route in ROUTE_FILES:  # no stale files of another route stay behind
             for f in route_files(route):
                 (folder / f).unlink(missing_ok=True)
@@ -328,24 +237,28 @@ def quantize_artifact(folder: str | Path, coco, train_ids: list[int], val_ids: l
                 shutil.move(str(tmp / chosen / f), str(folder / f))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    flags = cpu_flags()
+    context = ("cpu", "kernels", "isa_limit", "frames", "objects")
     section = {
         "route": chosen.split("/")[0] if chosen else None,
         "files": files,
-        "precision": {"detector": "int8", "detector_head_kept_fp32": chosen.split("/")[1], "embedder": choice[chosen][0]} if chosen else {},
+        "precision": {"detector": "int8", "detector_head_kept_fp32": chosen.split("/")[1], "embedder": choice[chosen][0],
+                      "overflow_fix": built[chosen]["detector"].get("overflow_fix"), "weights_7bit": built[chosen]["weights_7bit"]} if chosen else {},
         "source_sha256": {name: sha256(folder / name) for name in SOURCES},
         "calibration": {"split": "train", "frame_ids": calib.ids, "frames": len(calib.ids), "embedder_crops": calib.count("embedder"),
                         "detector_input": f"letterboxed to {fp32.detector.cfg.imgsz} px as the Detector does"},
-        "cpu": {"int8_isa": int8_isa(flags), "vnni": bool(flags and {"avx512_vnni", "avx_vnni"} & flags),
-                "avx512": bool(flags and "avx512f" in flags)},
-        "parity": choice[chosen][1] if chosen else {"passed": False},
-        "tolerances": checked["tolerances"],
-        "fp32": checked["fp32"],
-        "variants": {v: built[v] | {"embedder_precision": choice[v][0], "parity": choice[v][1], "int8_embedder_parity": checked["routes"][v],
-                                    "network_ms": speed[v]} for v in variants},
+        "cpu": {"int8_isa": cpu_isa(flags), "vnni": bool(flags and {"avx512_vnni", "avx_vnni"} & flags),
+                "avx512": bool(flags and "avx512f" in flags), "name": cpu_name()},
+        "parity": choice[chosen][1][native] if chosen else {"passed": False},
+        # which CPU classes the shipped files were checked on, where and with which kernels: what plankton.runtime.quantized.cpu_problem reads
+        "parity_by_isa": {isa: rec | {k: by_isa[isa].get(k) for k in context} for isa, rec in choice[chosen][1].items()} if chosen else {},
+        "parity_not_measured": not_measured,
+        "tolerances": by_isa[native]["tolerances"],
+        "fp32": by_isa[native]["fp32"],
+        "variants": {v: built[v] | {"embedder_precision": choice[v][0], "parity": choice[v][1][native], "parity_by_isa": choice[v][1],
+                                    "int8_embedder_parity": by_isa[native]["routes"][v], "network_ms": speed[v]} for v in variants},
         "network_ms_fp32_onnx": speed["onnx"],
-        "why": (f"{chosen}: {'the fastest variant of --ship ' + ship if ship else 'the fastest variant whose parity passed'}" if chosen
-                else "no variant held accuracy: no INT8 files shipped"),
+        "why": (f"{chosen}: {'the fastest variant of --ship ' + ship if ship else 'the fastest variant whose parity passed'}"
+                + ("" if chosen in everywhere else " on this CPU's class only") if chosen else "no variant held accuracy: no INT8 files shipped"),
         "command": command,
     }
     config = read_config(folder, check_files=False)
@@ -357,12 +270,17 @@ def quantize_artifact(folder: str | Path, coco, train_ids: list[int], val_ids: l
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", default="models/default", help="artifact folder with current fp32 ONNX files")
-    p.add_argument("--data", required=True, help="folder from training.prepare (split.json)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="folder from training.prepare (split.json)")
+    src.add_argument("--coco", help="the annotations, with the model's split from its training.json")
     p.add_argument("--routes", nargs="+", choices=(OPENVINO, ONNXRUNTIME), default=[OPENVINO, ONNXRUNTIME])
     p.add_argument("--ship", choices=(OPENVINO, ONNXRUNTIME), default=None, help="ship this route even if another is faster")
     p.add_argument("--calib-frames", type=int, default=CALIB_FRAMES, help="training frames to calibrate on (default %(default)s)")
     p.add_argument("--keep-fp32", nargs="+", choices=("decode", "head", "none"), default=["decode", "head"],
                    help="what of the detection head stays fp32; each choice is built and measured (default: %(default)s)")
+    p.add_argument("--overflow-fix", nargs="+", choices=OVERFLOW_FIXES, default=["enable"],
+                   help="NNCF's overflow fix for the OpenVINO route; each choice is built and measured (default: %(default)s)")
+    p.add_argument("--this-class-only", action="store_true", help="measure parity on this CPU's class only, not also on the lesser ones")
     p.add_argument("--imgsz", type=int, nargs="*", default=[], help="also the INT8 detector's AP@0.5 at these input sizes")
     p.add_argument("--limit", type=int, default=0, help="only this many validation frames (quick runs)")
     p.add_argument("--threads", type=int, default=None)
@@ -370,17 +288,25 @@ def main(argv=None) -> dict:
     setup()
     from plankton.coco import load_coco
 
-    folder, data = Path(args.model), Path(args.data)
-    split = json.loads((data / "split.json").read_text())
-    model_split = (read_config(folder, check_files=False).get("training") or {}).get("split") or split
-    coco = load_coco(split["meta"]["annotations"], strict=False)
+    folder = Path(args.model)
+    if args.data:
+        split = json.loads((Path(args.data) / "split.json").read_text())
+        model_split = (read_config(folder, check_files=False).get("training") or {}).get("split") or split
+        annotations = split["meta"]["annotations"]
+    else:
+        record = folder / "training.json"
+        model_split = json.loads(record.read_text()).get("split") if record.is_file() else None
+        if not model_split or not model_split.get("train_ids"):
+            raise SystemExit(f"training.quantize: {record} records no split; give --data")
+        annotations = args.coco
+    coco = load_coco(annotations, strict=False)
     val_ids = model_split["val_ids"][: args.limit] if args.limit else model_split["val_ids"]
     command = "python -m training.quantize " + " ".join(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
     section = quantize_artifact(folder, coco, model_split["train_ids"], val_ids, tuple(args.routes), args.calib_frames, tuple(args.keep_fp32),
-                                tuple(args.imgsz), args.ship, args.threads, command)
+                                tuple(args.imgsz), args.ship, args.threads, command, tuple(args.overflow_fix), not args.this_class_only)
     log.info("INT8: %s in %.0f s", section["why"], time.perf_counter() - start)
-    print(json.dumps({k: section[k] for k in ("route", "precision", "why", "parity", "variants", "network_ms_fp32_onnx")}, indent=2))
+    print(json.dumps({k: section[k] for k in ("route", "precision", "why", "parity_by_isa", "parity_not_measured", "network_ms_fp32_onnx")}, indent=2))
     return section
 
 

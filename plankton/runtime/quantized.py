@@ -10,9 +10,15 @@ on, and their parity with fp32 ONNX on the validation frames. When the
 INT8 embedder does not hold identification accuracy, "files" names the
 fp32 ``embedder.onnx`` instead, run by the same runtime.
 
-``runtime="auto"`` uses them only when that parity passed, they were made
-from the weights now in the folder, the runtime package imports, and this
-CPU runs 8-bit kernels the way the parity run did (``cpu_problem``).
+``runtime="auto"`` uses them only when they were made from the weights now
+in the folder, the runtime package imports, and a parity measurement that
+passed covers this CPU's class of 8-bit arithmetic (``cpu_problem``).
+``training.quantize`` measures parity on its own CPU's class and again with
+OpenVINO limited to each lesser class's kernels (``ISA_ENV``), and records
+each under "parity_by_isa" with the CPU and the kernels that ran. Weights
+made 7-bit by NNCF's overflow fix never saturate the 16-bit sums of CPUs
+without VNNI, so every class then computes the same integers and one
+measurement covers them all (``exact_sums``).
 """
 from __future__ import annotations
 
@@ -67,12 +73,20 @@ def cpu_flags(path: str | Path | None = None) -> set[str] | None:
     return set()
 
 
+def cpu_name(path: str | Path | None = None) -> str | None:
+    """The CPU's model name from /proc/cpuinfo, for the parity record."""
+    try:
+        lines = Path(path or CPUINFO).read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+
+
 def int8_isa(flags: set[str] | None) -> str | None:
     """The class of 8-bit dot products this CPU has. Without VNNI (AVX-512
     VNNI, or AVX-VNNI on newer cores) x86 multiplies u8×s8 pairs with
     VPMADDUBSW, whose 16-bit sums can saturate, so results can differ from
-    a VNNI machine's; parity measured on one class holds for the same class
-    or a better one. None: no AVX2, where INT8 is no faster than fp32."""
+    a VNNI machine's. None: no AVX2, where INT8 is no faster than fp32."""
     if not flags or "avx2" not in flags:
         return None
     if "amx_int8" in flags:
@@ -82,15 +96,115 @@ def int8_isa(flags: set[str] | None) -> str | None:
     return "avx2"
 
 
+ISA_CLASSES = ("avx2", "vnni", "amx")  # worst to best
+ISA_LABELS = {"avx2": "AVX2 without VNNI", "vnni": "VNNI", "amx": "AMX"}
+# oneDNN (inside OpenVINO's CPU plugin) reads this once per process and then
+# uses no kernels above the named ISA: how a better CPU runs a lesser class's kernels.
+ISA_ENV = "ONEDNN_MAX_CPU_ISA"
+ISA_LIMITS = {"avx2": "AVX2", "vnni": "AVX512_CORE_VNNI"}
+
+
+LIMIT_CLASSES = {"SSE41": None, "AVX": None, "AVX2": "avx2", "AVX512_CORE": "avx2", "AVX2_VNNI": "vnni", "AVX2_VNNI_2": "vnni",
+                 "AVX512_CORE_VNNI": "vnni", "AVX512_CORE_BF16": "vnni", "AVX512_CORE_FP16": "vnni", "AVX10_1_512": "vnni"}  # others: no cap
+
+
+def cpu_isa(flags: set[str] | None = None) -> str | None:
+    """This process's 8-bit class: the CPU's (``int8_isa``), lowered to the
+    class of the kernels ``ONEDNN_MAX_CPU_ISA`` limits OpenVINO to, if set
+    (then those kernels run, so that class's parity is the one that applies)."""
+    import os
+
+    isa = int8_isa(cpu_flags() if flags is None else flags)
+    limit = os.environ.get(ISA_ENV, "").strip().upper()
+    if isa is None or limit not in LIMIT_CLASSES:
+        return isa
+    capped = LIMIT_CLASSES[limit]
+    return None if capped is None else min(isa, capped, key=ISA_CLASSES.index)
+
+
+def isa_classes_below(isa: str | None, flags: set[str] | None) -> list[str]:
+    """The lesser classes whose kernels this CPU can be limited to."""
+    if isa not in ISA_CLASSES:
+        return []
+    below = list(ISA_CLASSES[: ISA_CLASSES.index(isa)])
+    return [c for c in below if c != "vnni" or "avx512_vnni" in (flags or ())]  # AVX-VNNI alone has no oneDNN limit of its own
+
+
+def exact_sums(isa: str, section: dict) -> bool:
+    """Whether this class adds the files' 8-bit products without saturating:
+    VNNI and AMX sum in 32 bits; AVX2 does too when every quantized weight
+    has 7 bits (NNCF's overflow fix on all layers, ONNX Runtime's reduce_range),
+    since 2×255×64 fits a 16-bit sum. Classes that sum exactly compute the same
+    integers, so a parity measured on one holds for the others."""
+    return isa in ("vnni", "amx") or bool((section.get("precision") or {}).get("weights_7bit"))
+
+
+def covering_parity(section: dict, isa: str) -> tuple[str, dict] | None:
+    """(class, record) of the parity measurement that covers CPUs of class
+    ``isa``: its own class's, else one of a class that sums alike. None: none does."""
+    measured = section.get("parity_by_isa") or {}
+    if isa in measured:
+        return isa, measured[isa]
+    if exact_sums(isa, section):
+        for other in ISA_CLASSES:
+            if other in measured and exact_sums(other, section):
+                return other, measured[other]
+    return None
+
+
+METRIC_LABELS = {"ap50": "AP@0.5", "recall": "recall", "top1": "top-1", "f1_macro": "F1-macro", "open_set_unknown_rate": "unseen species unknown"}
+
+
+def parity_summary(record: dict) -> str:
+    """Each gated figure's change against fp32, e.g. "AP@0.5 -0.0036, top-1 +0.0025"."""
+    drop = record.get("drop_vs_fp32") or {}
+    return ", ".join(f"{METRIC_LABELS.get(k, k)} {-v:+.4f}" for k, v in drop.items())
+
+
+def where_measured(isa: str, record: dict) -> str:
+    """"with AVX2 kernels on AMD EPYC 9B14 (ONEDNN_MAX_CPU_ISA=AVX2)": the class, the CPU, the limit."""
+    return (f"with {ISA_LABELS.get(isa, isa)} kernels" + (f" on {record['cpu']}" if record.get("cpu") else "")
+            + (f" ({record['isa_limit']})" if record.get("isa_limit") else ""))
+
+
 def cpu_problem(section: dict, flags: set[str] | None = None) -> str | None:
-    """Why this CPU should not run the INT8 files (None if it may)."""
+    """Why this CPU should not run the INT8 files (None if it may): no
+    measurement covers its class, or the one that does failed."""
     flags = cpu_flags() if flags is None else flags
-    isa = int8_isa(flags)
+    isa = cpu_isa(flags)
     if isa is None:
         return "this CPU has no AVX2 8-bit kernels" if flags is not None else "this CPU's features are unknown (no /proc/cpuinfo)"
-    measured = (section.get("cpu") or {}).get("int8_isa")
-    if measured in ("vnni", "amx") and isa == "avx2":
-        return "the INT8 parity was measured with VNNI, and this CPU has none (its 8-bit sums can saturate)"
+    if "parity_by_isa" not in section:  # files quantized before parity was measured per class: one CPU class recorded
+        measured = (section.get("cpu") or {}).get("int8_isa")
+        if measured in ("vnni", "amx") and isa == "avx2":
+            return "the INT8 parity was measured with VNNI, and this CPU has none (its 8-bit sums can saturate)"
+        return None
+    found = covering_parity(section, isa)
+    if found is None:
+        done = ", ".join(ISA_LABELS.get(k, k) for k in section["parity_by_isa"]) or "none"
+        return f"no INT8 parity was measured for this CPU's class ({ISA_LABELS[isa]}; measured: {done})"
+    cls, record = found
+    if record.get("passed") is not True:
+        return f"the INT8 parity measured {where_measured(cls, record)} did not hold ({parity_summary(record)} against fp32)"
+    return None
+
+
+def int8_kernels(compiled) -> list[str]:
+    """The kernels OpenVINO chose for a compiled model's 8-bit layers
+    (e.g. "jit_avx2_I8", "brgconv_avx512_I8"): what shows which class ran."""
+    names = set()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if "primitiveType" in info and info["primitiveType"].astype(str).endswith("_I8"):
+            names.add(info["primitiveType"].astype(str))
+    return sorted(names)
+
+
+def kernels_class(kernels: list[str]) -> str | None:
+    """The best ISA among kernel names: "amx", "avx512" or "avx2"."""
+    for key in ("amx", "avx512", "avx2"):
+        if any(key in k for k in kernels):
+            return key
     return None
 
 
@@ -111,7 +225,7 @@ def int8_status(folder: str | Path, config: dict, route: str | None = None) -> s
     if missing:
         return f"{folder}: no {' or '.join(missing)}"
     parity = section.get("parity") or {}
-    if parity.get("passed") is not True:
+    if "parity_by_isa" not in section and parity.get("passed") is not True:  # per class, cpu_problem decides
         return f"{folder}: no passed INT8 parity is recorded in config.json"
     files = config.get("files", {})
     for name in SOURCES:
@@ -259,5 +373,5 @@ def load_int8_models(folder: str | Path, config: dict, threads: int | None = Non
     return det, emb, RUNTIME_NAMES[route]
 
 
-__all__ = ["CPUINFO", "ONNXRUNTIME", "OPENVINO", "ROUTE_FILES", "RUNTIME_NAMES", "SOURCES", "OvDetectionModel", "OvEmbeddingModel", "cpu_flags",
-           "cpu_problem", "int8_isa", "int8_status", "load_int8_models", "load_openvino", "ov_config", "present_routes", "route_files", "with_weights"]
+__all__ = ["CPUINFO", "ISA_CLASSES", "ISA_ENV", "ISA_LABELS", "ISA_LIMITS", "LIMIT_CLASSES", "ONNXRUNTIME", "OPENVINO", "ROUTE_FILES", "RUNTIME_NAMES", "SOURCES", "OvDetectionModel", "OvEmbeddingModel", "cpu_flags",
+           "cpu_isa", "cpu_name", "cpu_problem", "covering_parity", "exact_sums", "int8_isa", "int8_kernels", "isa_classes_below", "kernels_class", "parity_summary", "where_measured", "int8_status", "load_int8_models", "load_openvino", "ov_config", "present_routes", "route_files", "with_weights"]

@@ -14,7 +14,10 @@ import torch
 from plankton.artifact.manifest import ArtifactError
 from plankton.runtime import INT8_RUNTIMES, RUNTIMES
 from plankton.runtime.onnx import DETECTOR_ONNX, EMBEDDER_ONNX, has_onnx, load_detector, load_embedder, onnx_status
-from plankton.runtime.quantized import ROUTE_FILES, RUNTIME_NAMES, int8_status, load_int8_models, present_routes
+from plankton.runtime.quantized import (ISA_LABELS, ROUTE_FILES, RUNTIME_NAMES, covering_parity, cpu_isa, int8_status, load_int8_models,
+                                        parity_summary, present_routes, where_measured)
+
+RUNTIME_TITLES = {"openvino-int8": "OpenVINO INT8", "onnx-int8": "ONNX Runtime INT8", "onnx": "fp32 ONNX Runtime", "torch": "PyTorch"}
 
 
 
@@ -59,6 +62,26 @@ def auto_runtime(folder: str | Path, config: dict) -> dict:
         return {"runtime": "onnx", "why_not": why_not}
     why_not["onnx"] = problem
     return {"runtime": "torch", "why_not": why_not}
+
+
+def runtime_summary(folder: str | Path, config: dict) -> str:
+    """One line saying which runtime ``runtime="auto"`` runs on this CPU
+    and why: for INT8, the parity measurement that covers this CPU's class;
+    otherwise why not each faster runtime. For ``plankton info`` and the
+    app's Model tab."""
+    plan = auto_runtime(folder, config)
+    name = plan["runtime"]
+    head = f"{RUNTIME_TITLES.get(name, name)} ({name})"
+    if name in RUNTIME_TITLES and name.endswith("-int8"):
+        section, isa = config["int8"], cpu_isa()
+        found = covering_parity(section, isa) if "parity_by_isa" in section else None
+        if found is None:  # files recorded before parity was measured per CPU class
+            measured = (section.get("cpu") or {}).get("int8_isa")
+            return f"{head}: this CPU ({ISA_LABELS.get(isa, isa)}); INT8 parity measured with {ISA_LABELS.get(measured, measured)} kernels ({parity_summary(section.get('parity') or {})} against fp32)"
+        cls, record = found
+        how = "its own class" if cls == isa else f"a class that sums 8-bit products alike ({ISA_LABELS.get(cls, cls)})"
+        return f"{head}: this CPU ({ISA_LABELS.get(isa, isa)}) is covered by the INT8 parity of {how}, measured {where_measured(cls, record)}: {parity_summary(record)} against fp32"
+    return head + "".join(f"; not {k}: {v}" for k, v in plan["why_not"].items())
 
 
 def load_onnx_models(folder: str | Path, config: dict, runtime: str = "auto", device: str = "cpu", threads: int | None = None, streams: int = 1):
