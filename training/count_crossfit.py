@@ -54,7 +54,7 @@ def read_folds(path: str | Path) -> list[list[int]]:
     return folds
 
 
-def load_fold_embedder(folder: Path):
+def load_fold_embedder(folder: Path, tta_margin: float = 0.0):
     """The Identifier (no prototypes) and the training record of one fold."""
     from safetensors.torch import load_file
 
@@ -68,7 +68,8 @@ def load_fold_embedder(folder: Path):
     info = json.loads((folder / "embedder.json").read_text())
     net = EmbeddingNet(info["backbone"], info["dim"], size_features=info.get("size_features", 0))
     net.load_state_dict(load_file(str(folder / "embedder.safetensors")))
-    return Identifier(net, IdentifierConfig.for_backbone(info["backbone"], CropConfig(**info["crop"]))), info
+    cfg = IdentifierConfig.for_backbone(info["backbone"], CropConfig(**info["crop"]), tta_margin=tta_margin)
+    return Identifier(net, cfg), info
 
 
 def training_embeddings(identifier, info: dict, folder: Path, coco, train_ids: list[int], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +98,10 @@ def training_embeddings(identifier, info: dict, folder: Path, coco, train_ids: l
     return (np.concatenate(emb) if emb else np.zeros((0, identifier.model.dim), np.float32)), np.array(labels, np.int64)
 
 
-def fold_namers(fold_dir: str | Path, folds_file: str | Path, coco, frame_ids: list[int], names: list[str], mode: str) -> dict[int, FoldNamer]:
-    """{image id: the namer of the fold that held it out} for ``frame_ids``."""
+def fold_namers(fold_dir: str | Path, folds_file: str | Path, coco, frame_ids: list[int], names: list[str], mode: str,
+                tta_margin: float = 0.0) -> dict[int, FoldNamer]:
+    """{image id: the namer of the fold that held it out} for ``frame_ids``;
+    each embeds doubtful crops again in 8 views as the model does (``tta_margin``)."""
     from plankton.model.prototypes import Prototypes
 
     folds, fold_dir = read_folds(folds_file), Path(fold_dir)
@@ -109,7 +112,7 @@ def fold_namers(fold_dir: str | Path, folds_file: str | Path, coco, frame_ids: l
     held_out = {i for f in folds for i in f}
     namers = {}
     for k in sorted({fold_of[i] for i in frame_ids}):
-        identifier, info = load_fold_embedder(fold_dir / f"fold{k}")
+        identifier, info = load_fold_embedder(fold_dir / f"fold{k}", tta_margin)
         train_ids = sorted(i for i in coco.images if i in held_out and fold_of[i] != k)
         emb, labels = training_embeddings(identifier, info, fold_dir / f"fold{k}", coco, train_ids, names)
         if not len(emb):

@@ -99,7 +99,8 @@ def main(argv=None) -> Path:
     if args.fold_models:
         from .count_crossfit import fold_namers
 
-        namers = fold_namers(args.fold_models, args.folds_json, coco, ids, cascade.class_names, cascade.identifier.prototypes.mode)
+        namers = fold_namers(args.fold_models, args.folds_json, coco, ids, cascade.class_names, cascade.identifier.prototypes.mode,
+                             cascade.identifier.cfg.tta_margin)
     arrays = collect(cascade, coco, ids, cascade.det_floor, namers)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
