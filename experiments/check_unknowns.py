@@ -11,7 +11,10 @@
    annotation's species at IoU ≥ 0.5, else "no annotated object"): the
    share of its majority label (purity).
 
-Prints one JSON document (and writes it to OUT/check.json).
+Prints one JSON document (and writes it to OUT/check.json). How well the
+clusters hold species the model has never seen is measured by
+``experiments.leave_species_out`` (issue 44), on objects gathered by
+``experiments.unknown_objects``.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from plankton.images import DEFAULT_MAX_PIXELS, ImageError, read_image
 
 TILE, COLUMNS, MAX_TILES, MARGIN = 112, 8, 64, 0.15
 CAPTION = 14
+BAR, DOUBTFUL = 4, 0.5  # membership bar height (px); below DOUBTFUL the bar is orange
 
 
 def _archive_of(source: str) -> str | None:
@@ -93,26 +94,33 @@ def crops(run, wanted: list[int], report: Callable[[str], None]) -> dict[int, np
     return out
 
 
-def contact_sheet(tiles: list[tuple[np.ndarray, str]], title: str, columns: int = COLUMNS) -> Image.Image:
-    """A grid of (tile, caption) under a title line; the first ``MAX_TILES``
-    (callers cut only those: a sheet is for looking, not a full listing)."""
+def contact_sheet(tiles: list[tuple], title: str, columns: int = COLUMNS) -> Image.Image:
+    """A grid of (tile, caption) or (tile, caption, membership 0–1) under a
+    title line; the first ``MAX_TILES`` (callers cut only those: a sheet is
+    for looking, not a full listing). A membership is drawn as a bar along
+    the tile's top, full for a firm member, short and orange for a doubtful
+    one, so the edge of a cluster shows before its captions are read."""
     font = ImageFont.load_default(size=11)
     tfont = ImageFont.load_default(size=14)
     shown = tiles[:MAX_TILES]
     cols = max(1, min(columns, len(shown)))
     rows = max(1, -(-len(shown) // cols))
     cell_h = TILE + CAPTION
-    sheet = Image.new("RGB", (max(cols * TILE, 320), 24 + rows * cell_h), (255, 255, 255))
+    width = max(cols * TILE, 320, int(np.ceil(tfont.getlength(title))) + 8)  # the title whole: it carries the cluster's cohesion
+    sheet = Image.new("RGB", (width, 24 + rows * cell_h), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     draw.text((4, 4), title, fill=(0, 0, 0), font=tfont)
-    for k, (tile, caption) in enumerate(shown):
+    for k, (tile, caption, *strength) in enumerate(shown):
         x, y = (k % cols) * TILE, 24 + (k // cols) * cell_h
         sheet.paste(Image.fromarray(tile), (x, y))
+        if strength and strength[0] is not None:
+            m = min(max(float(strength[0]), 0.0), 1.0)
+            draw.rectangle((x, y, x + max(1, round(m * (TILE - 1))), y + BAR - 1), fill=(40, 160, 60) if m >= DOUBTFUL else (230, 140, 20))
         draw.text((x + 2, y + TILE), caption[:20], fill=(0, 0, 0), font=font)
     return sheet
 
 
-def save_sheet(path: Path, tiles: list[tuple[np.ndarray, str]], title: str) -> None:
+def save_sheet(path: Path, tiles: list[tuple], title: str) -> None:
     from plankton.files import atomic_path
 
     with atomic_path(path) as tmp:
