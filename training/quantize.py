@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -59,7 +60,7 @@ from plankton.artifact.folder import load_artifact
 from plankton.files import sha256
 from plankton.model.identifier import to_tensor
 from plankton.artifact.manifest import read_config, write_manifest
-from plankton.runtime.onnx import DETECTOR_ONNX, EMBEDDER_ONNX, onnx_status
+from plankton.runtime.onnx import EMBEDDER_ONNX, onnx_status
 from plankton.runtime.quantized import (ISA_ENV, ISA_LIMITS, ONNXRUNTIME, OPENVINO, ROUTE_FILES, SOURCES, cpu_flags, cpu_isa, cpu_name,
                                         isa_classes_below, route_files, with_weights)
 
@@ -202,7 +203,8 @@ def quantize_artifact(folder: str | Path, coco, train_ids: list[int], val_ids: l
             built[v] = build_route(route, folder, tmp / v, calib, keep, fix or "enable")
         spec = _spec(variants, tmp)
         candidates = load_candidates(folder, spec, threads)
-        by_isa = {native: parity(fp32, candidates, coco, val_ids) | {"cpu": cpu_name(), "kernels": kernels_of(candidates), "isa_limit": None}}
+        limit = f"{ISA_ENV}={os.environ[ISA_ENV]}" if os.environ.get(ISA_ENV) else None  # set by hand: this run's class is the limit's
+        by_isa = {native: parity(fp32, candidates, coco, val_ids) | {"cpu": cpu_name(), "kernels": kernels_of(candidates), "isa_limit": limit}}
         not_measured = {}
         for isa in isa_classes_below(native, flags) if lesser_classes else ():
             limited = {k: c for k, c in spec.items() if c["route"] == OPENVINO}
