@@ -249,7 +249,8 @@ def test_a_lesser_class_is_measured_with_its_own_kernels(int8_artifact, tmp_path
     ids = sorted(frames_coco.images)
     quantize_artifact(folder, frames_coco, ids[:1], ids[:1], routes=(OPENVINO,), calib_frames=1, keep_fp32=("decode",), ship=OPENVINO,
                       lesser_classes=False)
-    record = measure_class("avx2", folder, frames_coco, ids[:1], {"int8": {"dir": str(folder), "route": OPENVINO, "embedder": "int8"}}, threads=1)
+    precision = read_config(folder)["int8"]["precision"]["embedder"]  # the random embedder may not have held parity in INT8
+    record = measure_class("avx2", folder, frames_coco, ids[:1], {"int8": {"dir": str(folder), "route": OPENVINO, "embedder": precision}}, threads=1)
     assert "not_measured" not in record, record
     assert record["isa_limit"] == "ONEDNN_MAX_CPU_ISA=AVX2" and kernels_class(record["kernels"]) == "avx2", record["kernels"]
     assert record["isa"] == "avx2" and {"passed", "drop_vs_fp32", "open_set_unknown_rate"} <= set(record["routes"]["int8"])

@@ -159,23 +159,26 @@ def parity(fp32, candidates: dict, coco, val_ids: list[int], floor: float = 0.00
 
 def load_candidates(folder: str | Path, spec: dict, threads: int | None = None) -> dict:
     """name → (detector, embedder) networks from {name: {"dir", "route",
-    "embedder": "int8" | "fp32"}}; candidates that share a folder share its
-    detector object, so ``parity`` runs it once."""
-    from plankton.runtime.onnx import EMBEDDER_ONNX, default_threads, load_embedder
-    from plankton.runtime.quantized import OPENVINO, load_int8_models, load_openvino
+    "embedder": "int8" | "fp32"}}: the route's files in "dir", or the
+    folder's fp32 embedder.onnx in the route's runtime. Candidates that share
+    a folder share its detector object, so ``parity`` runs it once."""
+    from plankton.runtime.onnx import EMBEDDER_ONNX, default_threads, load_detector, load_embedder
+    from plankton.runtime.quantized import OPENVINO, ROUTE_FILES, load_openvino
 
-    folder, loaded, fp32_emb, out = Path(folder), {}, {}, {}
+    def load(path: Path, kind: str, route: str):
+        if route == OPENVINO:
+            return load_openvino(path, kind, threads or default_threads())
+        return (load_detector if kind == "detector" else load_embedder)(path, threads)
+
+    folder, nets, out = Path(folder), {}, {}
     for name, c in spec.items():
-        key = (str(c["dir"]), c["route"])
-        if key not in loaded:
-            loaded[key] = load_int8_models(c["dir"], {"int8": {"route": c["route"]}}, threads)[:2]
-        det, emb = loaded[key]
-        if c["embedder"] == "fp32":
-            if c["route"] not in fp32_emb:
-                fp32_emb[c["route"]] = (load_openvino(folder / EMBEDDER_ONNX, "embedder", threads or default_threads()) if c["route"] == OPENVINO
-                                        else load_embedder(folder / EMBEDDER_ONNX, threads))
-            emb = fp32_emb[c["route"]]
-        out[name] = (det, emb)
+        route, where = c["route"], Path(c["dir"])
+        det_file, emb_file = ROUTE_FILES[route]
+        emb_path = where / emb_file if c["embedder"] == "int8" else folder / EMBEDDER_ONNX
+        for path, kind in ((where / det_file, "detector"), (emb_path, "embedder")):
+            if (str(path), route) not in nets:
+                nets[(str(path), route)] = load(path, kind, route)
+        out[name] = (nets[(str(where / det_file), route)], nets[(str(emb_path), route)])
     return out
 
 
