@@ -240,7 +240,18 @@ def test_discover_on_a_real_run(runs, tmp_path, capsys):
     got = rows(tmp_path / "all" / "clusters.csv")
     assert sorted((r["image"], r["x1"], r["y1"]) for r in got) == sorted((r["image"], r["x1"], r["y1"]) for r in det)
     named = [r for r in got if r["cluster"] != "noise"]
-    assert named and all(-1 <= float(r["similarity_to_cluster_centre"]) <= 1.0001 for r in named)
+    # each object's similarity is its cosine to its cluster's normalised mean embedding, recomputed here from the run
+    from plankton.run.runfiles import locate, read_run
+
+    run = read_run(runs / "a")
+    rows_of = dict(zip(range(len(named)), locate(run, named)))
+    assert None not in rows_of.values()
+    for c in {r["cluster"] for r in named}:
+        members = [k for k, r in enumerate(named) if r["cluster"] == c]
+        centre = run.embeddings[[rows_of[k] for k in members]].mean(axis=0)
+        centre /= np.linalg.norm(centre)
+        for k in members:
+            assert float(named[k]["similarity_to_cluster_centre"]) == pytest.approx(float(run.embeddings[rows_of[k]] @ centre), abs=2e-3)
     # --species adds that species' objects to the unknown ones
     assert main(["discover", str(runs / "a"), "--out", str(tmp_path / "some"), "--species", "Chlorella sp"]) == 0
     some = rows(tmp_path / "some" / "clusters.csv")
