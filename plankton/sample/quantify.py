@@ -137,6 +137,8 @@ def _solve(M: np.ndarray, prior: np.ndarray, q: np.ndarray, method: str, allowed
     allowed = np.ones(len(q), bool) if allowed is None else allowed
     if method == "cc":
         return q
+    if not allowed.any():  # nothing unsure was shown
+        return np.zeros(len(q))
     if method == "acc":
         from scipy.optimize import nnls
 
