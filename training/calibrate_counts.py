@@ -195,7 +195,7 @@ def nested(raw: dict, names: list[str], thr, containments, det_confs, methods, f
     figures are the best of the grid on the same frames: optimistic)."""
     evs = {c: evidence_at(raw, names, thr, c, replicates=100) for c in containments}
     F = len(raw["frame_id"])
-    order, pooled, chosen, covered = np.random.default_rng(seed).permutation(F), {}, [], [], []
+    order, pooled, chosen, covered = np.random.default_rng(seed).permutation(F), {}, [], []
     for k in range(folds):
         test = np.sort(order[k::folds])
         train = np.setdiff1d(np.arange(F), test)
