@@ -230,9 +230,11 @@ def main(argv=None) -> dict:
     if args.oof:
         every, kept, train_counts = out_of_fold(args.oof, cascade, coco, cat_names)
         oof = every.without(kept)
-        ident = identification_metrics(oof.true, oof.similarity, names, cascade.cls_conf, offsets, train_counts, args.min_train)
+        # an object whose fold had no training box of its species was unseen there: an open-set case, not a closed-set error
+        seen = ~np.isnan(oof.own()) | ~np.isin(oof.true, names)
+        ident = identification_metrics(oof.true[seen], oof.similarity[seen], names, cascade.cls_conf, offsets, train_counts, args.min_train)
         ident["scored"] = {"out_of_fold": "/".join(Path(args.oof).parts[-3:]), "folds": int(len(set(oof.fold.tolist()))),
-                           "frames": int(len(set(oof.frames.tolist())))}
+                           "frames": int(len(set(oof.frames.tolist()))), "unseen_in_their_fold": int((~seen).sum())}
         row = {int(a): k for k, a in enumerate(every.ann_id)}
         sim = np.stack([every.similarity[row[a]] for a in r["ann"]]) if r["ann"] else sim  # the map's objects, scored out of fold
     else:

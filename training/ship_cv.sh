@@ -34,3 +34,9 @@ python -m training.build_prototypes --crops work/all/crops.json --detector-from 
   --frames all --keep-out "$KEEP" --heldout-from "$CV/runs/$RUN" --tta-margin "$MARGIN" --match mean --rare-views "$RARE_VIEWS" --out "$OUT"
 python -m training.calibrate --oof "$CV/runs/$RUN" --for-model "$OUT" --target-unknown "$TARGET" --min-open-set "$MIN_OPEN_SET" \
   --apply --out "$OUT.calibration.json"
+python -m training.calibrate_counts --model "$OUT" --coco "$COCO" --evidence "$OUT.evidence.safetensors" \
+  --fold-models "$CV/runs/$RUN" --folds-json "$CV/folds.json" --nested --apply
+python -m training.evaluate --model "$OUT" --data work/all --oof "$CV/runs/$RUN"
+python -m training.frame_ranges --model "$OUT" --coco "$COCO"
+python -m training.export_onnx "$OUT" --data work/all
+python -m training.quantize "$OUT" --data work/all --routes openvino --keep-fp32 decode
