@@ -173,9 +173,11 @@ def test_classify(runs, frames_coco, tiny_artifact):
     for row in rows:
         assert row["image"] == file_of[int(row["ann_id"])]
         assert row["true_species"] == true_of[int(row["ann_id"])]
-        assert -1 <= float(row["similarity"]) <= 1
         assert row["species"] in prototypes | {"unknown"}
         assert (row["species"] == "unknown") == (float(row["similarity"]) < 0.0)  # the tiny model's threshold is 0
+        if row.get("top2"):  # the answer is the best match: the runner-up is another species, no closer
+            assert row["top2"] != row["species"] and float(row["top2_similarity"]) <= float(row["similarity"])
+    assert any(row.get("top2") for row in rows)
 
 
 def _one_line_failure(r) -> None:
