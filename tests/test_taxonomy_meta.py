@@ -251,3 +251,14 @@ def test_deeply_nested_json_is_one_line():
     assert e.value.problems == ["sample metadata: station (a list) is not text"]
     with pytest.raises(SampleMetaError, match="latitude 91"):
         SampleMeta(latitude=91, longitude=0)  # the dataclass checks itself too
+
+
+def test_a_date_in_the_right_shape_that_is_no_real_day_says_so(tmp_path):
+    """Issue 42: "2026-02-30" is YYYY-MM-DD; what is wrong is the day."""
+    from plankton.sample.meta import SampleMetaError, read
+
+    for text, said in (('{"date": "2026-02-30"}', "is not a real day"), ('{"date": "30/02/2026"}', "is not a date as YYYY-MM-DD")):
+        f = tmp_path / "meta.json"
+        f.write_text(text)
+        with pytest.raises(SampleMetaError, match=said):
+            read(f)

@@ -133,12 +133,13 @@ def _problems(values: dict) -> list[str]:
         problems.append(f"sample metadata: depth_min {_show(values['depth_min'])} is deeper than depth_max {_show(values['depth_max'])}")
     date, time = values.get("date"), values.get("time")
     if _given(date):
-        try:
-            if not isinstance(date, str) or not _DATE.match(date):
-                raise ValueError
-            dt.date.fromisoformat(date)
-        except ValueError:
+        if not isinstance(date, str) or not _DATE.match(date):
             problems.append(f"sample metadata: date {_show(date)} is not a date as YYYY-MM-DD")
+        else:
+            try:
+                dt.date.fromisoformat(date)
+            except ValueError:  # the right shape, but no such day (2026-02-30)
+                problems.append(f"sample metadata: date {_show(date)} is not a real day")
     if _given(time):
         try:
             if not isinstance(time, str) or not _TIME.match(time):

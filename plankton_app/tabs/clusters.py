@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 
-from plankton.review.discover import NOISE, centre_similarity, cluster
+from plankton.review.discover import NOISE, UNKNOWNS, centre_similarity, cluster
 from plankton.results import NOT_PLANKTON, UNKNOWN
 
 from ..thumbs import img_html
@@ -44,8 +44,8 @@ def groups(service, session, det=None, cls=None, min_cluster_size: int = MIN_CLU
         emb.append(session.frames[fi].analysis.embeddings[di])
     emb = np.asarray(emb, np.float32)
     emb /= np.clip(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12, None)
-    # Unknowns are few and scattered: leaf selection keeps clusters one thing each (see docs/unknowns.md).
-    labels = cluster(emb, min_cluster_size, None, "leaf")
+    # discover's setting for unknowns (leaf selection, chosen by leaving species out: docs/unknowns.md)
+    labels = cluster(emb, **(UNKNOWNS | {"min_cluster_size": min_cluster_size}))
     sim = np.nan_to_num(centre_similarity(emb, labels), nan=-2.0)
     out = []
     for c in sorted(set(labels.tolist()) - {0}) + ([0] if (labels == 0).any() else []):
