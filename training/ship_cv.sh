@@ -32,6 +32,8 @@ ARGS=$(python -c "import json,sys; a=json.load(open(sys.argv[1]))['results'][0];
 rm -rf "$OUT"
 python -m training.build_prototypes --crops work/all/crops.json --detector-from "$DETECTOR_FROM" --embedder "$FINAL" \
   --frames all --keep-out "$KEEP" --heldout-from "$CV/runs/$RUN" --tta-margin "$MARGIN" --match mean --rare-views "$RARE_VIEWS" --out "$OUT"
+# the curated taxonomy table (spellings, kingdoms) carries over; a derived one would lose them
+python -c "import sys; from plankton.artifact.taxonomy import read_csv, store; store(sys.argv[1], read_csv(sys.argv[2]))" "$OUT" "$DETECTOR_FROM/taxonomy.csv"
 python -m training.calibrate --oof "$CV/runs/$RUN" --for-model "$OUT" --target-unknown "$TARGET" --min-open-set "$MIN_OPEN_SET" \
   --apply --out "$OUT.calibration.json"
 python -m training.calibrate_counts --model "$OUT" --coco "$COCO" --evidence "$OUT.evidence.safetensors" \
