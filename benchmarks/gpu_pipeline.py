@@ -225,6 +225,7 @@ class GpuPipeline:
         self.std = torch.tensor(ident.cfg.std, device=self.device).view(1, 3, 1, 1)
         protos = ident.prototypes
         self.names, self.mode = list(protos.names), protos.mode
+        self.tta_margin = float(ident.cfg.tta_margin)
         self.means = torch.from_numpy(protos.means).to(self.device)
         self.subcenters = torch.from_numpy(protos.subcenters).to(self.device)
         self.thresholds = shifted_thresholds(cascade.cls_conf, ident.cfg.offsets(self.names), len(self.names))
@@ -325,6 +326,25 @@ class GpuPipeline:
             out.append(self.emb_net(*args).float())
         return torch.cat(out)[:k]
 
+    def refine(self, crops: torch.Tensor, boxes: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """``Identifier.refine`` on the device: doubtful crops take their 8 dihedral views' unit mean."""
+        if self.tta_margin <= 0 or len(emb) == 0 or self.means.shape[0] < 2:
+            return emb
+        sim = emb @ self.means.T
+        if self.mode == "subcenter":
+            sim = torch.maximum(sim, torch.einsum("nd,ckd->nck", emb, self.subcenters).amax(2))
+        top2 = sim.topk(2, dim=1).values
+        doubtful = torch.nonzero(top2[:, 0] - top2[:, 1] < self.tta_margin).flatten()
+        if not len(doubtful):
+            return emb
+        c, b = crops[doubtful], boxes[doubtful]
+        # dihedral_views' order: rotations of the crop, then of its mirror (NCHW: width is dim 3)
+        views = [torch.rot90(v, k, dims=(2, 3)) for v in (c, c.flip(3)) for k in range(4)][1:]
+        total = emb[doubtful] + sum(self.embed(v.contiguous(memory_format=self.memory_format), b) for v in views)
+        out = emb.clone()
+        out[doubtful] = torch.nn.functional.normalize(total, dim=1)
+        return out
+
     def match(self, embeddings: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """K×D embeddings → (K×C similarity, K species), on the host:
         ``Prototypes.similarity`` on the device, then ``decide`` itself
@@ -361,7 +381,7 @@ class GpuPipeline:
         if len(parts) > 1:  # frame by frame, in the batch's order
             order = torch.sort(frame, stable=True).indices
             boxes, scores, frame, crops = boxes[order], scores[order], frame[order], crops[order]
-        emb = self.embed(crops, boxes)
+        emb = self.refine(crops, boxes, self.embed(crops, boxes))
         lap("embed")
         sim, species = self.match(emb)
         lap("match")

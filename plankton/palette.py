@@ -55,6 +55,9 @@ def delta_e(rgb1, rgb2) -> np.ndarray:
     return np.sqrt((dL / SL) ** 2 + (dC / SC) ** 2 + (dH / SH) ** 2 + RT * (dC / SC) * (dH / SH))
 
 
+SEPARATE = 30.0  # ΔE00 past which look-alikes count as told apart: an unused colour is then preferred
+
+
 def assign(names: list[str], pairs: list[tuple[str, str]], palette: list[tuple[int, int, int]] = KELLY) -> dict[str, tuple[int, int, int]]:
     """{species: colour}. ``pairs``: look-alike pairs, the most confused
     first. Greedy: species in order of their first pair, each taking the
@@ -73,14 +76,16 @@ def assign(names: list[str], pairs: list[tuple[str, str]], palette: list[tuple[i
             near[b].append(a)
     given: dict[str, int] = {}
     for n in order:
-        free = [i for i in range(len(pal)) if i not in given.values()] or list(range(len(pal)))
+        used = set(given.values())
 
         def score(i):
+            # far enough from its look-alikes first (a reused colour beats an unused one that sits next to a look-alike),
+            # then an unused colour, then far from every colour given
             look = [D[i, given[m]] for m in near[n] if m in given]
             every = [D[i, j] for j in given.values()] + [to_grey[i]]
-            return (min(look, default=np.inf), min(every), -i)
+            return (min(min(look, default=np.inf), SEPARATE), i not in used, min(every), -i)
 
-        given[n] = max(free, key=score)
+        given[n] = max(range(len(pal)), key=score)
     return {n: pal[i] for n, i in given.items()}
 
 

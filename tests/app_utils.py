@@ -142,3 +142,16 @@ def app_server(folder: Path) -> AppServer:
             _servers[key] = AppServer(folder)
             atexit.register(_servers[key].close)
         return _servers[key]
+
+
+def ui_refilter(client, det: float, cls: float):
+    """/ui_refilter at these thresholds. It is the one handler every tab's
+    slider redraw runs through (issue 42), so it takes each tab's inputs:
+    the two sliders first, every other one at its default."""
+    endpoint = next(e for e in client.endpoints.values() if e.api_name == "/ui_refilter")
+    components = {c["id"]: c for c in client.config["components"]}
+    # the client fills state itself; every other input is sent, at the value the page starts with
+    args = [components[i].get("props", {}).get("value") for i, t in zip(endpoint.dependency["inputs"], endpoint.input_component_types)
+            if not (t.skip or t.is_state)]
+    args[:2] = [det, cls]
+    return client.predict(*args, api_name="/ui_refilter")

@@ -9,7 +9,7 @@ import pytest
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from app_utils import FRAMES, app_artifact, app_server  # noqa: E402
+from app_utils import FRAMES, app_artifact, app_server, ui_refilter  # noqa: E402
 
 pytestmark = pytest.mark.app
 
@@ -81,8 +81,8 @@ def test_ui_refilter_changes_table_and_status(client, server):
 
     service = server.service
     client.predict([handle_file(str(FRAMES[0]))], service.det_floor, 0.0, api_name="/ui_identify")
-    loose = client.predict(service.det_floor, 0.0, api_name="/ui_refilter")
-    strict = client.predict(service.det_floor, 0.99, api_name="/ui_refilter")
+    loose = ui_refilter(client, service.det_floor, 0.0)
+    strict = ui_refilter(client, service.det_floor, 0.99)
     # one handler redraws every tab on a slider move (issue 42); Identify's seven outputs come first
     gallery, table, _, counts, csv_file, coco_file, status = map(_value, strict[:7])
     assert len(gallery) == 1 and "unknown" in gallery[0]["caption"]
@@ -93,7 +93,7 @@ def test_ui_refilter_changes_table_and_status(client, server):
     assert len(rows) == len(table["data"]) and {row["species"] for row in rows} == {"unknown"}
     with urllib.request.urlopen(coco_file["url"]) as r:
         assert len(__import__("json").loads(r.read())["annotations"]) == len(rows)
-    nothing = list(map(_value, client.predict(1.0, 0.0, api_name="/ui_refilter")[:7]))
+    nothing = list(map(_value, ui_refilter(client, 1.0, 0.0)[:7]))
     assert "move the detector slider" in nothing[-1] and nothing[1]["data"] == [] and "No objects" in nothing[3]
 
 

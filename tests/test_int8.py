@@ -251,6 +251,10 @@ def test_a_lesser_class_is_measured_with_its_own_kernels(int8_artifact, tmp_path
                       lesser_classes=False)
     precision = read_config(folder)["int8"]["precision"]["embedder"]  # the random embedder may not have held parity in INT8
     record = measure_class("avx2", folder, frames_coco, ids[:1], {"int8": {"dir": str(folder), "route": OPENVINO, "embedder": precision}}, threads=1)
+    if "did not limit" in record.get("not_measured", ""):
+        # OpenVINO kept some AVX-512 8-bit kernels under the limit (seen on an AMD EPYC): nothing may be recorded for AVX2 then
+        assert "routes" not in record  # refused, not recorded
+        pytest.skip(f"this CPU's OpenVINO cannot be limited to AVX2 kernels: {record['not_measured']}")
     assert "not_measured" not in record, record
     assert record["isa_limit"] == "ONEDNN_MAX_CPU_ISA=AVX2" and kernels_class(record["kernels"]) == "avx2", record["kernels"]
     assert record["isa"] == "avx2" and {"passed", "drop_vs_fp32", "open_set_unknown_rate"} <= set(record["routes"]["int8"])
@@ -325,7 +329,9 @@ def test_bundled_int8_agrees_with_fp32_on_the_committed_frames(frames_coco):
         sa, sb = fp32.analyse_boxes(image, _gt(gt)).similarity, int8.analyse_boxes(image, _gt(gt)).similarity
         same_species += int((sa.argmax(1) == sb.argmax(1)).sum())
         objects += len(gt)
-    assert found and same_box / found >= 0.95, f"{same_box}/{found} objects boxed the same (IoU >= 0.9)"
+    # the share the parity run measured on the validation frames, less a margin for these 3 frames' few objects
+    floor = config["int8"]["parity"].get("same_boxes_iou0.9", 0.95) - 0.05
+    assert found and same_box / found >= floor, f"{same_box}/{found} objects boxed the same (IoU >= 0.9), below {floor:.2f}"
     assert same_species / objects >= 0.97, f"{same_species}/{objects} objects given the same species"
 
 

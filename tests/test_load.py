@@ -16,7 +16,7 @@ import pytest
 import psutil
 from gradio_client import Client, handle_file  # noqa: E402
 
-from app_utils import FRAMES, app_artifact, app_server  # noqa: E402
+from app_utils import FRAMES, app_artifact, app_server, ui_refilter  # noqa: E402
 
 pytestmark = [pytest.mark.load, pytest.mark.app, pytest.mark.slow]
 
@@ -81,7 +81,7 @@ def test_many_clients(server):
                 assert out["frames"][0]["image"] == frame.name and out["messages"] == []
                 assert out["n_objects"] == expected(det, cls)
             elif i % 7 == 3:
-                out = client.predict(det, cls, api_name="/ui_refilter")
+                out = ui_refilter(client, det, cls)
                 assert len(out[1]["data"]) == min(expected(det, cls), 300)
             else:
                 out = client.predict(det, cls, api_name="/refilter")
@@ -137,5 +137,5 @@ def test_old_downloads_are_pruned(server):
     client = Client(server.url, verbose=False, download_files=False)
     client.predict([handle_file(str(FRAMES[0]))], server.service.det_floor, 0.0, api_name="/identify")
     downloads._last_prune[0] = 0.0  # pruning runs at most every 10 minutes; let the next call do it
-    client.predict(server.service.det_floor, 0.0, api_name="/ui_refilter")
+    ui_refilter(client, server.service.det_floor, 0.0)
     assert not old.exists()

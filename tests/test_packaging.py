@@ -46,7 +46,7 @@ def _imports(folder: Path) -> set[str]:
     return {n for n in names if n not in sys.stdlib_module_names and n not in local}
 
 
-@pytest.mark.parametrize("folder,extras", [("plankton", ("scale",)), ("plankton_app", ("app",))])
+@pytest.mark.parametrize("folder,extras", [("plankton", ("scale", "umap")), ("plankton_app", ("app",))])
 def test_every_import_is_declared(folder, extras):
     declared = _declared(*extras)
     missing = {n for n in _imports(REPO / folder) if DIST.get(n, n).lower().replace("_", "-") not in declared}

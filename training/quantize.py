@@ -264,7 +264,9 @@ def quantize_artifact(folder: str | Path, coco, train_ids: list[int], val_ids: l
         "command": command,
     }
     config = read_config(folder, check_files=False)
-    config["int8"] = section
+    # every variant's build and parity is the training record (training.json); inference reads the chosen one
+    config["int8"] = {k: v for k, v in section.items() if k != "variants"}
+    config.setdefault("training", {})["int8_variants"] = section["variants"]
     write_manifest(folder, config)
     return section
 

@@ -34,6 +34,8 @@ def embed_loader(model, loader, device) -> tuple[np.ndarray, np.ndarray]:
     for x, sizes, y in loader:
         embs.append(model(x.to(device), sizes.to(device)).float().cpu().numpy())
         labels.append(np.asarray(y))
+    if not embs:  # every frame trains (training.all_frames with nothing kept out): no validation crops
+        return np.zeros((0, model.dim), np.float32), np.zeros(0, np.int64)
     return np.concatenate(embs), np.concatenate(labels)
 
 

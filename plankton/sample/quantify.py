@@ -126,7 +126,8 @@ def estimate_counts(evidence: CountEvidence, species: list[str], score, correcte
     low[found[0] < 0.01] = 0.0  # the Jeffreys interval's convention: nothing found, the lower limit is 0 (Brown, Cai & DasGupta 2001)
     g, est = got.sum(1), (got * inv).sum(1)
     total = rng.gamma(np.repeat(g, draws) + 0.5) * np.repeat(np.where(g > 0, est / np.maximum(g, 1e-12), inv[:, -1]), draws)
-    point, low, high = np.append(point, point.sum()), np.append(low, np.quantile(total, alpha)), np.append(high, np.quantile(total, 1 - alpha))
+    total_low = 0.0 if found[0].sum() < 0.01 else np.quantile(total, alpha)  # the same convention for the total
+    point, low, high = np.append(point, point.sum()), np.append(low, total_low), np.append(high, np.quantile(total, 1 - alpha))
     return CountEstimate(list(names) + [UNKNOWN, "total"], np.append(raw, raw.sum()), point, low, high)
 
 
