@@ -423,7 +423,7 @@ def test_a_drag_settles_and_a_review_pick_sticks(off_step_server, browser):
         in_hand = page.locator("#review-object :is(input, textarea)").input_value()
         j = next(j for j in range(1, 4) if rows.nth(j).inner_text().split()[0] != in_hand)
         target = rows.nth(j).inner_text().split()[0]
-        rows.nth(j).locator("td").nth(1).click()
+        rows.nth(j).click()  # a click on the row lands on one of its cells, which selects its object
         page.wait_for_function("(t) => document.querySelector('#review-object :is(input, textarea)').value === t", arg=target)
         time.sleep(3)
         assert page.locator("#review-object :is(input, textarea)").input_value() == target, "the pick was undone"
