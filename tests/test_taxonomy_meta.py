@@ -204,7 +204,7 @@ def test_good_metadata_passes_as_json_and_csv():
     ({"country_code": "FRA"}, "country_code", "country_code 'FRA' is not an ISO 3166-1 alpha-2"),
     ({"country_code": 33}, "country_code", "country_code 33 is not an ISO 3166-1 alpha-2"),
     ({"longitude": None}, "longitude", "longitude is missing"),
-    ({"date": "2024-13-01"}, "date", "date '2024-13-01' is not a date as YYYY-MM-DD"),
+    ({"date": "2024-13-01"}, "date", "date '2024-13-01' is not a real day"),  # the right shape, no such month
     ({"date": "14/05/2024"}, "date", "date '14/05/2024' is not a date"),
     ({"time": "25:00:00"}, "time", "time '25:00:00' is not a UTC time as HH:MM:SS"),
     ({"time": "9.30"}, "time", "time '9.30' is not a UTC time"),
