@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from benchmarks.gpu_pipeline import GpuPipeline, StageClock, read_jpegs
-from plankton.artifact.folder import load_artifact
+from plankton.pipeline.load import load_artifact
 
 from training.common import hardware
 
@@ -87,7 +87,7 @@ def parity(pipe: GpuPipeline, cascade, cpu_cascade, paths: list[Path]) -> dict:
     resolved at the model's default thresholds by ``FrameAnalysis.resolve``
     (so the fragment rule, where the model has one, applies to both)."""
     from plankton.images import read_image
-    from plankton.model.cascade import FrameAnalysis
+    from plankton.pipeline.cascade import FrameAnalysis
     from plankton.results import Detections
 
     objs = pipe.run(read_jpegs(paths, len(paths)))

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.ops import nms
 
-from plankton.model.cascade import shifted_thresholds
+from plankton.pipeline.cascade import shifted_thresholds
 from plankton.model.crops import SIZE_REFERENCE, CropConfig
 from plankton.model.prototypes import decide
 

@@ -123,7 +123,7 @@ def run_frames(cascade, paths: list[Path], warmup: int = 2, prefetch: int = 2, o
     import csv
 
     from plankton.files import atomic_write_text
-    from plankton.model.cascade import FrameAnalysis
+    from plankton.pipeline.cascade import FrameAnalysis
     from plankton.run.writers import CSV_COLUMNS, coco_results, detection_rows
 
     det, ident = cascade.detector, cascade.identifier

@@ -83,7 +83,7 @@ def _cold_start_child(args) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
     from plankton.images import read_image
 
     t_import = time.perf_counter()
@@ -177,7 +177,7 @@ def benchmark(args) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
 
     t_import = time.perf_counter()
     cascade = load_artifact(args.model, runtime=args.runtime)

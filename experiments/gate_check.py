@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from training.args import coco_arg, model_arg
-from plankton.artifact.folder import load_artifact
+from plankton.pipeline.load import load_artifact
 from plankton.coco import load_coco
 from plankton.model.gate import GateConfig, occupancy, small_grey, tile_occupancy, windows
 from plankton.geometry import tile_origins

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from plankton.artifact.folder import load_artifact
+from plankton.pipeline.load import load_artifact
 from plankton.artifact.validation import ValidationSet
 from plankton.model.crops import size_features
 from plankton.model.prototypes import Prototypes

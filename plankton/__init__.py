@@ -9,12 +9,12 @@ The layout: ``model`` (the networks and the one open-set decision),
 (sizes, counts, concentrations, exports), ``run`` (many frames), ``review``
 (unknowns, model versions compared); ``hub`` pulls, ``cli`` is the command line.
 """
-__version__ = "0.1.0"
+from plankton._version import __version__  # noqa: E402,F401  (one place, read by pyproject.toml too)
 
 from plankton.results import UNKNOWN, Candidate, Detections, FrameResult, Identification, ObjectResult  # noqa: E402
 
 # Loaded on first use, so that ``import plankton`` stays light (no torch until a model is needed).
-_LAZY = {"load_artifact": "plankton.artifact.folder", "read_image": "plankton.images", "Cascade": "plankton.model.cascade"}
+_LAZY = {"load_artifact": "plankton.pipeline.load", "read_image": "plankton.images", "Cascade": "plankton.pipeline.cascade"}
 
 
 def __getattr__(name: str):

@@ -50,7 +50,7 @@ def _model_dir(args):
 
 
 def _load_model(args):
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
 
     return load_artifact(_model_dir(args), device=args.device, runtime=args.runtime)
 
@@ -72,7 +72,7 @@ def cmd_predict(args) -> int:
             _err(str(e))
             return EXIT_PARTIAL
     path, resolved = _model_source(args)
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
 
     # Ray workers load their own models; locally two frames share the cores (OpenVINO streams, ``cascade.frames_in_flight``).
     cascade = load_artifact(path, device=args.device, runtime=args.runtime, streams=args.in_flight if args.engine == "local" else 1)
@@ -166,7 +166,7 @@ def _sample(args, config: dict):
 
 
 def cmd_enrol(args) -> int:
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
     from plankton.artifact.enrol import EnrolRefused, embed_corrections, enrol
     from plankton.files import sha256
     from plankton.coco import CocoError

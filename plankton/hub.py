@@ -378,7 +378,7 @@ def load_resolved(repo_id: str | None = None, revision: str | None = None, *, de
     ResolvedModel). A Hub or cached copy that verifies but does not load
     (e.g. made by an incompatible plankton version) is dropped for the
     fallback model, with the reason in the description."""
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
 
     resolved = resolve_model_from_env(repo_id, revision, **kwargs)
     try:

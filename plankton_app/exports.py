@@ -11,7 +11,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from plankton import __version__
+from plankton._version import __version__
 from plankton.sample.dwca import Event, archive_files, zip_bytes
 from plankton.sample.ecotaxa import EcotaxaExport, ExportInfo
 from plankton.sample.exports import concentration_rows_from_csv, model_label

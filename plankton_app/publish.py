@@ -53,7 +53,7 @@ def collect_files(folder: str | Path, config: dict) -> list[str]:
     if bad:
         raise PushError(
             f"{folder / CONFIG} lists {', '.join(bad)}: a Hub copy may only hold safetensors, ONNX, JSON, PNG and CSV files "
-            f"(and {CARD} is generated); move {'it' if len(bad) == 1 else 'them'} out and rerun plankton.artifact.folder.write_manifest"
+            f"(and {CARD} is generated); move {'it' if len(bad) == 1 else 'them'} out and rerun plankton.artifact.manifest.write_manifest"
         )
     extra, skipped = [], []
     for p in sorted(folder.rglob("*")):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plankton.model.cascade import Cascade
+from plankton.pipeline.cascade import Cascade
 from plankton.sample.ecotaxa import object_crop
 from plankton.files import one_line
 from plankton.artifact.gallery import FILE as GALLERY_FILE
@@ -75,7 +75,7 @@ class Service(ValidationAnswers):
         from plankton.hub import ENV_REPO
 
         if folder is not None:
-            from plankton.artifact.folder import load_artifact
+            from plankton.pipeline.load import load_artifact
 
             service = cls(load_artifact(folder, device=device, runtime="auto"), f"--model {folder}")
         else:

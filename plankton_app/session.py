@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from plankton.model.cascade import FrameAnalysis
+from plankton.pipeline.cascade import FrameAnalysis
 from plankton.sample.measure import Sample
 from plankton.model.prototypes import Prototypes
 from plankton.results import NOT_PLANKTON, UNKNOWN, FrameResult

@@ -54,7 +54,7 @@ def tiny_artifact(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_cascade(tiny_artifact):
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
 
     return load_artifact(tiny_artifact)
 

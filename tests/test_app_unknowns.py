@@ -104,7 +104,7 @@ def bundled():
 def test_quality_panel_flags_a_blurred_frame(bundled, tmp_path):
     import cv2
 
-    from plankton_app import quality_panel
+    from plankton_app.tabs import quality_panel
 
     image = cv2.imread(str(FRAMES[1]))
     cv2.imwrite(str(tmp_path / "blurred.jpg"), cv2.GaussianBlur(image, (0, 0), 4))

@@ -1,4 +1,4 @@
-"""plankton.artifact.folder: a model folder saves and loads to the same outputs, and
+"""plankton.artifact.folder and plankton.pipeline.load: a model folder saves and loads to the same outputs, and
 every way of being broken is an ArtifactError naming the problem — without
 ever unpickling anything."""
 import copy
@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from plankton.results import UNKNOWN, Detections
-from plankton.artifact.folder import load_artifact, save_artifact
+from plankton.artifact.folder import save_artifact
+from plankton.pipeline.load import load_artifact
 from plankton.files import sha256
 from plankton.artifact.manifest import (CONFIG, DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, FORMAT_VERSION, PROTOTYPES, REQUIRED, ArtifactError, read_config,
                                write_manifest)

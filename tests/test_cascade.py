@@ -1,11 +1,11 @@
-"""plankton.model.identifier and plankton.model.cascade on the committed frame with the
+"""plankton.model.identifier and plankton.pipeline.cascade on the committed frame with the
 random-weight model: batching, thresholds applied after the models, results."""
 import dataclasses
 
 import numpy as np
 import pytest
 
-from plankton.model.cascade import Cascade, FrameAnalysis
+from plankton.pipeline.cascade import Cascade, FrameAnalysis
 from plankton.model.identifier import Identifier, IdentifierConfig, to_tensor
 from plankton.results import UNKNOWN, Detections, FrameResult, ObjectResult
 
@@ -26,7 +26,7 @@ def gt_crops(tiny_cascade, frame):
 def fast(tiny_cascade):
     """The same models with a detector floor of 0.01: the random detector scores most
     boxes ~0.003 and a few ~0.012, so predictions at >= 0.01 embed few crops (CPU time)."""
-    from plankton.model.cascade import Cascade
+    from plankton.pipeline.cascade import Cascade
 
     return Cascade(tiny_cascade.detector, tiny_cascade.identifier, det_floor=0.01)
 

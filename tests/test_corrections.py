@@ -64,7 +64,7 @@ def test_corrections_are_valid_coco_for_classify(corrected, tmp_path, server):
 
 
 def test_enrol_cli_makes_a_child_that_names_the_corrections(corrected, server, tmp_path, capsys):
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
     from plankton.cli import main
     from plankton.files import sha256
     from plankton.images import read_image

@@ -63,7 +63,7 @@ def test_each_frame_is_named_by_the_fold_that_held_it_out(tmp_path, tiny_artifac
 
     # frame ids[0] is fold 0's: its boxes, embedded by fold 0, against prototypes from fold 1's frames (fold 0's training folds)
     coco = load_coco(FRAMES_COCO, strict=False)
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
 
     cascade = load_artifact(tiny_artifact)
     names = cascade.class_names

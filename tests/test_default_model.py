@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plankton.artifact.folder import load_artifact
+from plankton.pipeline.load import load_artifact
 from plankton.artifact.manifest import DEFAULT_MODEL_DIR, read_config
 from plankton.geometry import box_iou
 from plankton.images import read_image
@@ -89,7 +89,7 @@ def test_an_artifact_with_its_record_inline_still_loads_and_splits_on_write(tmp_
     import json
     import shutil
 
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
     from plankton.artifact.manifest import write_manifest
 
     folder = tmp_path / "old"

@@ -108,7 +108,7 @@ def test_gate_config_from_any():
 
 @pytest.fixture(scope="module")
 def bundled_detector():
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
     from plankton.artifact.manifest import DEFAULT_MODEL_DIR
 
     return load_artifact(DEFAULT_MODEL_DIR, runtime="auto").detector

@@ -162,7 +162,7 @@ def _fail_on_wide(original):
 def test_out_of_memory_on_one_frame_skips_it(tiny_artifact, tmp_path, capsys, monkeypatch, server):
     from PIL import Image
 
-    from plankton.model.cascade import Cascade
+    from plankton.pipeline.cascade import Cascade
     from plankton.cli import main
 
     wide, good = tmp_path / "very_wide.png", tmp_path / "good.png"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plankton.artifact.folder import load_artifact
+from plankton.pipeline.load import load_artifact
 from plankton.run.batch import Options, outcomes
 from plankton.run.inputs import iter_items
 

@@ -11,7 +11,8 @@ import warnings
 import numpy as np
 import pytest
 
-from plankton.artifact.folder import ArtifactError, load_artifact, read_config, write_manifest
+from plankton.artifact.manifest import ArtifactError, read_config, write_manifest
+from plankton.pipeline.load import load_artifact
 from plankton.runtime.quantized import (ONNXRUNTIME, OPENVINO, ROUTE_FILES, cpu_flags, cpu_isa, cpu_problem, int8_isa, isa_classes_below,
                                         kernels_class, route_files, with_weights)
 

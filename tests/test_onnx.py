@@ -11,7 +11,7 @@ import pytest
 import torch
 
 
-from plankton.artifact.folder import load_artifact  # noqa: E402
+from plankton.pipeline.load import load_artifact  # noqa: E402
 from plankton.artifact.manifest import ArtifactError, read_config, write_manifest  # noqa: E402
 from plankton.runtime.onnx import DETECTOR_ONNX, EMBEDDER_ONNX, OrtDetectionModel, OrtEmbeddingModel, session_options  # noqa: E402
 

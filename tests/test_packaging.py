@@ -86,7 +86,7 @@ def test_wheel_holds_the_library_and_the_app_package(tmp_path, tiny_artifact):
     (wheel,) = tmp_path.glob("plankton-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"plankton", "plankton_app"}
-    assert {"plankton/cli.py", "plankton/model/cascade.py", "plankton/runtime/registry.py", "plankton/sample/quantify.py", "plankton/review/discover.py",
+    assert {"plankton/cli.py", "plankton/pipeline/cascade.py", "plankton/runtime/registry.py", "plankton/counting/quantify.py", "plankton/review/discover.py",
             "plankton_app/tabs/identify.py"} <= set(names)
     assert not any(n.startswith(("plankton/bench", "plankton/publish", "models/")) for n in names)
     assert "plankton_app/examples/frames.coco.json" in names and sum(n.startswith("plankton_app/examples/frames/") for n in names) == 3
@@ -178,6 +178,6 @@ def test_no_two_modules_import_each_other():
     modules = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
                for pkg in ("plankton", "plankton_app", "training", "hub") for p in (REPO / pkg).rglob("*.py")}
     deps = {m: _module_imports(p, m) & modules.keys() for m, p in modules.items()}
-    assert deps["plankton.artifact.folder"] >= {"plankton.runtime.registry"}  # the walk sees lazy imports
+    assert deps["plankton.pipeline.load"] >= {"plankton.runtime.registry"}  # the walk sees lazy imports
     circles = sorted({tuple(sorted((a, b))) for a, ds in deps.items() for b in ds if b != a and a in deps[b]})
     assert not circles, circles

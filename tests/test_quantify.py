@@ -11,7 +11,7 @@ import pytest
 
 from plankton.geometry import contained_share, fragments, match_boxes
 from plankton.metrics import bray_curtis
-from plankton.sample.quantify import CountEvidence, bootstrap_weights, estimate_counts
+from plankton.counting.quantify import CountEvidence, bootstrap_weights, estimate_counts
 from plankton.results import UNKNOWN
 
 NAMES = ["a", "b", "c"]
@@ -238,7 +238,7 @@ def test_calibration_pipeline_on_a_model(tmp_path, tiny_artifact):
     dets = list(csv.DictReader(open(out / "detections.csv")))
     assert dets and all(0 <= float(r["p_object"]) <= 1 for r in dets)
     assert all(float(r["det_score"]) >= best["det_conf"] for r in dets)  # the counting point is the default
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
     from training.evaluate import counting_report
 
     report = counting_report(load_artifact(model))
@@ -250,7 +250,7 @@ def test_calibration_pipeline_on_a_model(tmp_path, tiny_artifact):
 def test_the_bundled_model_counts_from_its_counting_point():
     """The bundled model's defaults: candidates from 0.05, counts from the
     counting point, estimates beside the raw counts."""
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
     from plankton.sample.measure import Sample, concentration_rows
     from plankton.results import FrameResult, ObjectResult
 

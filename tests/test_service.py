@@ -205,7 +205,7 @@ def test_model_without_optional_files(tiny_cascade):
 
 
 def test_no_detections_is_not_an_error(service):
-    from plankton.model.cascade import FrameAnalysis
+    from plankton.pipeline.cascade import FrameAnalysis
     from plankton_app.session import Computed, Frame
 
     empty = FrameAnalysis("", 64, 48, Detections.empty(), np.zeros((0, 512), np.float32), np.zeros((0, len(service.class_names)), np.float32),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plankton.model.cascade import FrameAnalysis
+from plankton.pipeline.cascade import FrameAnalysis
 from plankton.model.identifier import IdentifierConfig
 from plankton.artifact.manifest import DEFAULT_MODEL_DIR, read_config
 from plankton.metrics import coverage_curve

@@ -71,7 +71,7 @@ def test_embeddings_follow_detections(runs):
 
 def test_embeddings_equal_a_fresh_embedding(runs):
     """The kept embedding is the one the embedder makes for that box."""
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
     from plankton.images import read_image
     from plankton.run.runfiles import read_run
 

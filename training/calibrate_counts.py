@@ -25,7 +25,7 @@ from .args import coco_arg, model_arg
 from plankton.geometry import fragments, match_boxes
 from plankton.artifact.manifest import read_config, write_manifest
 from plankton.metrics import bray_curtis, predict_labels
-from plankton.sample.quantify import METHODS, CountEvidence, bootstrap_weights, estimate_counts
+from plankton.counting.quantify import METHODS, CountEvidence, bootstrap_weights, estimate_counts
 
 from .common import log, setup, write_json
 

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .args import coco_arg, model_arg
-from plankton.artifact.folder import load_artifact
+from plankton.pipeline.load import load_artifact
 from plankton.coco import load_coco
 from plankton.images import read_image
 from plankton.model.prototypes import Prototypes

@@ -18,8 +18,8 @@ and of the estimate against the annotated one (mean over the draws), the
 share of (sample, species) with at least 5 annotated objects whose
 interval holds the count, and the estimate of species with no annotated
 object in the sample (mass they inherit). ``--quantify FILE`` scores
-another implementation of ``plankton.sample.quantify`` (e.g. an earlier
-commit's, ``git show COMMIT:plankton/sample/quantify.py > FILE``) as the
+another implementation of ``plankton.counting.quantify`` (e.g. an earlier
+commit's, ``git show COMMIT:plankton/counting/quantify.py > FILE``) as the
 step ``before``.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from plankton.geometry import contained_share
 from plankton.metrics import bray_curtis, predict_labels
 
 from .args import model_arg
-from plankton.sample.calibration import bootstrap_weights
+from plankton.counting.calibration import bootstrap_weights
 
 from .calibrate_counts import kept_candidates, load_raw, thresholds_of
 from .common import log, setup, write_json
@@ -57,9 +57,9 @@ STEPS = {  # step: (method, support); "before" needs --quantify
 
 
 def load_quantify(path: str | None):
-    """``plankton.sample.quantify``, or the implementation in file ``path``."""
+    """``plankton.counting.quantify``, or the implementation in file ``path``."""
     if not path:
-        from plankton.sample import quantify
+        from plankton.counting import quantify
 
         return quantify
     spec = importlib.util.spec_from_file_location("quantify_under_test", path)
@@ -174,7 +174,7 @@ def pooled(bench: Bench, q, method: str, support, folds: int = 5, seeds=(0, 1)) 
 
 def run(bench: Bench, steps: dict, draws: int, shifts: dict = SHIFTS, quantify_before=None) -> dict:
     """{shift: {step: figures}}, the pooled folds under ``pooled``."""
-    from plankton.sample import quantify
+    from plankton.counting import quantify
 
     plan = [(s, quantify, m, sup) for s, (m, sup) in steps.items()]
     if quantify_before is not None:

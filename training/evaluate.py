@@ -28,7 +28,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from tqdm import tqdm
 
 from .args import coco_arg, model_arg, seed_arg
-from plankton.artifact.folder import load_artifact
+from plankton.pipeline.load import load_artifact
 from plankton.files import atomic_write_text
 from plankton.artifact.manifest import write_manifest
 from plankton.coco import load_coco

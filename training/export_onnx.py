@@ -28,7 +28,7 @@ import numpy as np
 
 import torch
 
-from plankton.artifact.folder import load_artifact
+from plankton.pipeline.load import load_artifact
 from plankton.files import sha256
 from plankton.artifact.manifest import DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, read_config, write_manifest
 from plankton.runtime.onnx import DETECTOR_ONNX, EMBEDDER_ONNX, OPSET, check_parity, export_detector, export_embedder

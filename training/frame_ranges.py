@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", action="store_true", help="print the ranges, write nothing")
     args = p.parse_args(argv)
 
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
     from plankton.coco import load_coco
     from plankton.files import atomic_write_text, sha256
     from plankton.images import read_image

@@ -195,7 +195,7 @@ EXPECTED_KERNELS = {"avx2": "avx2", "vnni": "avx512"}  # what oneDNN's names say
 def measure_here(folder: str | Path, coco, val_ids: list[int], spec: dict, isa: str, threads: int | None = None) -> dict:
     """``parity`` of the candidates in ``spec`` on this process's kernels,
     labelled with the class ``isa`` they stand for, the CPU and the kernels."""
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
     from plankton.runtime.quantized import ISA_ENV, cpu_name, kernels_class
 
     candidates = load_candidates(folder, spec, threads)

@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plankton.artifact.folder import load_artifact
+from plankton.pipeline.load import load_artifact
 from plankton.files import sha256
 from plankton.model.identifier import to_tensor
 from plankton.artifact.manifest import read_config, write_manifest

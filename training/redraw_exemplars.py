@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plankton.artifact.folder import load_artifact
+from plankton.pipeline.load import load_artifact
 from plankton.coco import read_coco_json
 
 from .build_prototypes import embed_records, write_exemplars

@@ -1,2 +1,2 @@
-"""The networks and the decision: detector, embedder, identifier, prototypes
-(the one open-set rule), and the cascade that composes them."""
+"""The networks and the decision: detector, embedder, identifier (the
+predictors), crops, the detector's gate, and prototypes (the one open-set rule)."""

@@ -108,7 +108,7 @@ class _Predictor:
         import torch
 
         torch.set_num_threads(threads)
-        from plankton.artifact.folder import load_artifact
+        from plankton.pipeline.load import load_artifact
         from plankton.run.batch import Options
 
         path = model["path"]

@@ -1,2 +1,2 @@
-"""What a sample's frames add up to: sizes, counts and their calibrated
-estimates, concentrations, and the EcoTaxa and Darwin Core exports."""
+"""What a sample's frames add up to: sizes and concentrations, the sample
+metadata, and the EcoTaxa and Darwin Core exports."""

@@ -58,7 +58,7 @@ def export(kinds: list[str], out: Path, sample_id: str, paths: list[str], frames
     """``OUT/ecotaxa/`` and/or ``OUT/dwca.zip`` for a finished run; the
     concentration rows of the archive are read back from the run's
     concentration.csv, so both show the same figures."""
-    from plankton import __version__
+    from plankton._version import __version__
 
     ordered = [frames[k] for k in sorted(frames, key=lambda k: (frames[k].image, k))]
     if "ecotaxa" in kinds:

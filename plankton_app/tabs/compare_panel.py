@@ -113,7 +113,7 @@ def load_second(source: str, models_root: Path | None = None, hub_repo: str | No
             return _models[key]
     try:
         if folder is not None:
-            from plankton.artifact.folder import load_artifact
+            from plankton.pipeline.load import load_artifact
 
             cascade = load_artifact(folder, runtime="auto")
         else:

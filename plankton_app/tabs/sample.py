@@ -15,7 +15,8 @@ import gradio as gr
 from plankton.sample.measure import Sample, concentration_rows
 from plankton.sample.meta import SampleMeta, SampleMetaError, parse
 
-from .. import downloads, plots, quality_panel
+from .. import downloads, plots
+from . import quality_panel
 from ..exports import default_sample_id
 from . import FAST, Context, follow, on_thresholds, track
 

@@ -123,7 +123,7 @@ def test_card_has_valid_hub_metadata_and_a_human_summary(hub, pushed, artifact_v
 
 # -- pull ----------------------------------------------------------------------
 def test_round_trip_identical_files_and_loadable(hub, pushed, artifact_v1, tmp_path):
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
 
     sha = pushed["v1"]["commit_sha"]
     resolved, _ = resolve(hub.url, sha, tmp_path)

@@ -71,7 +71,7 @@ def test_train_embedder_resumes(trained):
 
 
 def test_build_and_evaluate_artifact(trained, tmp_path):
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
     from plankton.artifact.manifest import read_config
     from training import build_prototypes, evaluate
 

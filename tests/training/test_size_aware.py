@@ -53,7 +53,7 @@ def test_scale_aware_crops_are_the_same_in_training_and_inference(size_aware, ti
 
 
 def test_size_aware_model_builds_evaluates_and_reloads(size_aware, trained, tmp_path):
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
     from plankton.artifact.manifest import read_config
     from training import build_prototypes, evaluate
 
@@ -190,7 +190,7 @@ def test_kept_out_frames_never_build_prototypes(size_aware, trained, tmp_path, m
 
 
 def test_mean_matching_is_recorded_in_the_artifact(size_aware, trained, tmp_path):
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
     from plankton.artifact.manifest import read_config
     from training import build_prototypes
 
@@ -226,7 +226,7 @@ def test_unpack_embedder_gives_the_models_own_embedder(tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from plankton.artifact.folder import load_artifact
+    from plankton.pipeline.load import load_artifact
     from plankton.model.crops import CropConfig
     from plankton.model.embedder import EmbeddingNet
     from plankton.artifact.manifest import DEFAULT_MODEL_DIR as model

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from plankton.results import NOT_PLANKTON, UNKNOWN, FrameResult
-from plankton.sample.calibration import METHODS, CountEvidence, bootstrap_weights, isotonic  # noqa: F401  (the names callers import from here)
+from plankton.counting.calibration import METHODS, CountEvidence, bootstrap_weights, isotonic  # noqa: F401  (the names callers import from here)
 
 EM_STEPS = 200
 ADAPT_PSEUDO = 2.0  # pseudo-objects of the evidence's mix that hold the sample's re-estimated mix (adapt)

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from plankton.counting.quantify import CountModel
 from plankton.model.detector import Detector
 from plankton.geometry import fragments
 from plankton.model.identifier import Identifier
 from plankton.model.prototypes import identify
+from plankton.model.prototypes import shifted_thresholds as rule
 from plankton.results import Detections, FrameResult, ObjectResult
 
 
@@ -19,8 +21,6 @@ def shifted_thresholds(cls_conf: float, offsets: np.ndarray, n_classes: int) -> 
     """C per-class thresholds when the global one is ``cls_conf`` (zero
     offsets when none): ``prototypes.shifted_thresholds``, the one rule, which
     never moves a class past 1."""
-    from plankton.model.prototypes import shifted_thresholds as rule
-
     off = offsets if len(offsets) == n_classes else np.zeros(n_classes, np.float32)
     return rule(cls_conf, off)
 
@@ -131,8 +131,6 @@ class Cascade:
         or None for a model without one."""
         if self.counts is None:
             return None
-        from plankton.sample.quantify import CountModel
-
         names = self.class_names
         thr = shifted_thresholds(self.cls_conf if cls_conf is None else cls_conf, self.identifier.cfg.offsets(names), len(names))
         return CountModel(self.counts, thr, self.det_conf if det_conf is None else det_conf)

@@ -17,6 +17,8 @@ import gradio as gr
 
 from plankton.quality import flags, for_thresholds, frame_values, image_stats, load_ranges
 
+from . import FAST, on_thresholds
+
 PLOTTED = ("focus", "brightness", "contrast", "unknown_share", "mean_similarity")
 FLAG_HEADERS = ["frame #", "frame", "flags"]
 
@@ -81,8 +83,6 @@ def flagged_rows(rows: list[dict]) -> list[list]:
 
 def build(ctx, tab) -> None:
     """The panel, inside the Sample tab's layout; redrawn when the tab is shown or a slider moves while it is."""
-    from .tabs import FAST, on_thresholds
-
     service = ctx.service
     with gr.Accordion("Watch the frames: do they look like the training frames?", open=False):
         note = gr.Markdown("", elem_id="quality-note")
