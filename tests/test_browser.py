@@ -7,10 +7,8 @@ Screenshots go to $PLANKTON_TEST_ARTIFACTS (default: tests/artifacts/).
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,30 +16,12 @@ from app_utils import FRAMES, app_artifact, app_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.app, pytest.mark.slow]
 
-CHROMIUM = os.environ.get("PLANKTON_CHROMIUM") or next(
-    (found for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable") if (found := shutil.which(name))), "")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(os.environ.get("PLANKTON_TEST_ARTIFACTS") or Path(__file__).parent / "artifacts")
-
-if not CHROMIUM or not Path(CHROMIUM).is_file():
-    pytest.skip("no Chromium on the PATH (apt-get install chromium, or set PLANKTON_CHROMIUM)", allow_module_level=True)
-from playwright import sync_api  # noqa: E402  (pinned in requirements-test.txt)
+from browser_utils import ARTIFACTS, _metric_thresholds, _status_count, _tab, _wait_text, browser  # noqa: F401  (browser: a fixture)
 
 
 @pytest.fixture(scope="module")
 def server(tiny_artifact):
     return app_server(app_artifact(tiny_artifact))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """One Chromium for the module: Playwright's sync API runs one event loop at a time."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -233,24 +213,6 @@ def strict_server(tiny_artifact, tmp_path_factory):
     return app_server(folder)
 
 
-def _status_count(page, selector: str) -> int:
-    import re
-
-    return int(re.search(r"(\d+) objects?", page.locator(selector).inner_text())[1])
-
-
-def _tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name).click()
-
-
-def _wait_text(page, selector: str, text: str, timeout: float = 30_000) -> None:
-    """Wait until ``selector``'s text includes ``text``; on timeout, say what it showed."""
-    try:
-        page.wait_for_function("([s, t]) => document.querySelector(s).innerText.includes(t)", arg=[selector, text], timeout=timeout)
-    except sync_api.TimeoutError:
-        raise AssertionError(f"{selector} never showed {text!r}; it shows: {page.locator(selector).inner_text()!r}") from None
-
-
 def test_walk_correct_agree_undo_and_slider_top(strict_server, browser):
     """Issue 28's walk: upload, reject one object with the keyboard, Identify
     and Sample agree at once (no slider moved), the rejected object stays
@@ -330,112 +292,6 @@ def test_walk_correct_agree_undo_and_slider_top(strict_server, browser):
         thresholds = _metric_thresholds(page)
         assert 0.95 < max(thresholds) < 1.0, thresholds  # the strict species: 1.2 under the old sum, now just below 1
         page.screenshot(path=str(ARTIFACTS / "10_walk_model.png"), full_page=True)
-    finally:
-        page.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
-
-
-def _metric_thresholds(page) -> list[float]:
-    """The threshold column of the Model tab's per-species table (species rows only)."""
-    out = []
-    page.locator("#metrics .virtual-table-viewport").evaluate("el => el.scrollTop = 0")
-    for row in page.locator("#metrics .virtual-row").all():
-        cells = [c.strip() for c in row.inner_text().replace("\t", "\n").split("\n") if c.strip()]
-        if len(cells) == 6 and " avg" not in cells[0]:  # species, precision, recall, F1, support, threshold (none without a prototype)
-            out.append(float(cells[5]))
-    return out
-
-
-OFF_STEP = 0.624  # the bundled model's similarity default: not on a 0.01 step (issue 42)
-
-
-@pytest.fixture(scope="module")
-def off_step_server(tiny_artifact, tmp_path_factory):
-    """The app on a copy of the test model whose similarity default is 0.624, as the bundled model's."""
-    from plankton.artifact.manifest import read_config, write_manifest
-
-    folder = tmp_path_factory.mktemp("offstep") / "model"
-    shutil.copytree(app_artifact(tiny_artifact), folder)
-    config = read_config(folder, check_files=False)
-    ident = config["identifier"]
-    ident["cls_conf" if "cls_conf" in ident else "threshold"] = OFF_STEP
-    write_manifest(folder, config)
-    return app_server(folder)
-
-
-def _drag(page, slider: str, start: float = 0.35, pixels: float = 90) -> None:
-    """A person's mouse drag on a slider's track: press, ten moves, release."""
-    box = page.locator(f"{slider} input[type=range]").bounding_box()
-    x, y = box["x"] + box["width"] * start, box["y"] + box["height"] / 2
-    page.mouse.move(x, y)
-    page.mouse.down()
-    for i in range(1, 11):
-        page.mouse.move(x + pixels * i / 10, y)
-        time.sleep(0.03)
-    page.mouse.up()
-
-
-def _requests_after(page, requests: list, seconds: float = 10.0) -> list[str]:
-    start = len(requests)
-    time.sleep(seconds)
-    return requests[start:]
-
-
-def test_a_drag_settles_and_a_review_pick_sticks(off_step_server, browser):
-    """Issue 42: after a mouse drag on either slider, at most 3 requests in
-    the next 10 s (Gradio 6 re-sent a trigger to every handler bound to it,
-    and five handlers kept each other going), and a Review pick made after a
-    drag stays, and the correction lands on that object."""
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(120_000)
-    errors: list[str] = []
-    requests: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("request", lambda r: requests.append(r.url) if "/gradio_api/" in r.url and "/heartbeat" not in r.url else None)
-    try:
-        page.goto(off_step_server.url)
-        page.wait_for_selector("#upload")
-        # the default sits on the slider's step: the box and the thumb say the same
-        assert float(page.locator("#cls-slider input[type=number]").input_value()) == OFF_STEP
-        assert float(page.locator("#cls-slider input[type=range]").input_value()) == OFF_STEP
-        page.locator("#upload input[type=file]").set_input_files(str(FRAMES[0]))
-        _wait_text(page, "#status", "object")
-        page.wait_for_selector("#objects img", state="attached")
-        for slider in ("#det-slider", "#cls-slider"):
-            before = page.locator(f"{slider} input[type=number]").input_value()
-            _drag(page, slider)
-            after = _requests_after(page, requests)
-            assert page.locator(f"{slider} input[type=number]").input_value() != before, f"the drag did not move {slider}"
-            assert len(after) <= 3, f"{len(after)} requests in the 10 s after a drag on {slider}: {after[:8]}"
-
-        # every object back (the random model's scores sit near the floor), then on Review: drag the similarity
-        # slider, pick a row that is not the one in hand; the pick stays, and Set species names that object
-        box = page.locator("#det-slider input[type=number]")
-        box.fill(str(off_step_server.service.det_floor))
-        box.press("Enter")
-        _wait_text(page, "#status", f"{off_step_server.service.analyse([FRAMES[0]]).n_detections} object")
-        _tab(page, "Review")
-        page.wait_for_selector("#review-table .virtual-row")
-        _drag(page, "#cls-slider", start=0.5, pixels=40)
-        assert len(_requests_after(page, requests, 5)) <= 3
-        rows = page.locator("#review-table .virtual-row")
-        assert rows.count() > 2
-        in_hand = page.locator("#review-object :is(input, textarea)").input_value()
-        j = next(j for j in range(1, 4) if rows.nth(j).inner_text().split()[0] != in_hand)
-        target = rows.nth(j).inner_text().split()[0]
-        rows.nth(j).click()  # a click on the row lands on one of its cells, which selects its object
-        page.wait_for_function("(t) => document.querySelector('#review-object :is(input, textarea)').value === t", arg=target)
-        time.sleep(3)
-        assert page.locator("#review-object :is(input, textarea)").input_value() == target, "the pick was undone"
-        page.locator("#review-label input").fill("Noctiluca sp")
-        page.locator("#review-label input").press("Enter")
-        page.get_by_role("button", name="Set species").click()
-        _wait_text(page, "#review-status", "1 correction")
-        assert page.locator("#review-label input").input_value() == "", "the species box keeps the last name for the next object"
-        page.locator("#review-filter").get_by_text("corrected", exact=True).click()
-        _wait_text(page, "#review-table", "corrected")
-        assert page.locator("#review-table .virtual-row").first.inner_text().split()[0] == target  # the correction landed on the pick
-        page.screenshot(path=str(ARTIFACTS / "11_drag_review.png"), full_page=True)
     finally:
         page.close()
     assert not errors, f"JavaScript errors in the page: {errors}"

@@ -112,15 +112,6 @@ def test_light_modules_do_not_import_torch(module):
     assert out == "[]", f"{module} imports {out}"
 
 
-def test_library_never_imports_the_app_training_or_hub():
-    """Dependencies point one way: app.py, plankton_app, training and hub
-    import plankton; plankton imports none of them."""
-    for path in (REPO / "plankton").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
-            assert not any(n.split(".")[0] in {"plankton_app", "training", "hub", "app"} for n in names), f"{path.name} imports {names}"
-
-
 def test_runtime_names_are_one_list_that_needs_no_torch():
     import plankton.cli
     import plankton.runtime
@@ -157,27 +148,3 @@ def test_committed_json_holds_no_machine_paths():
              for where, value in _strings(json.loads((REPO / name).read_text(encoding="utf-8")))
              if ABSOLUTE.search(value)]
     assert not found, found
-
-
-def _module_imports(path: Path, name: str) -> set[str]:
-    """Modules that ``name`` (at ``path``) imports anywhere in its body,
-    lazy imports inside functions included."""
-    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = ".".join(package[:len(package) - node.level + 1] if node.level else [])
-            mod = ".".join(x for x in (base, node.module or "") if x) if node.level else node.module
-            out |= {mod} | {f"{mod}.{a.name}" for a in node.names}
-    return out
-
-
-def test_no_two_modules_import_each_other():
-    modules = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
-               for pkg in ("plankton", "plankton_app", "training", "hub") for p in (REPO / pkg).rglob("*.py")}
-    deps = {m: _module_imports(p, m) & modules.keys() for m, p in modules.items()}
-    assert deps["plankton.pipeline.load"] >= {"plankton.runtime.registry"}  # the walk sees lazy imports
-    circles = sorted({tuple(sorted((a, b))) for a, ds in deps.items() for b in ds if b != a and a in deps[b]})
-    assert not circles, circles
