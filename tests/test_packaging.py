@@ -100,6 +100,13 @@ def test_wheel_holds_the_library_and_the_app_package(tmp_path, tiny_artifact):
     out = subprocess.run([sys.executable, "-m", "plankton", "info", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["name"] == read_config(tiny_artifact, check_files=False)["name"]
+    # every module of the installed library and app imports with no checkout beside it (hub/, training/ are not installed)
+    walk = ("import importlib, pkgutil, plankton, plankton_app; mods = [m.name for p in (plankton, plankton_app) "
+            "for m in pkgutil.walk_packages(p.__path__, p.__name__ + '.') if not m.name.endswith('__main__')]; "
+            "[importlib.import_module(m) for m in mods]; print(len(mods), plankton.__file__)")
+    out = subprocess.run([sys.executable, "-c", walk], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr.strip().splitlines()[-1:]
+    assert out.stdout.split()[1].startswith(str(site)) and int(out.stdout.split()[0]) > 60
 
 
 @pytest.mark.parametrize("module", ["plankton.run.writers", "plankton.hub", "plankton.artifact.manifest", "plankton.files", "plankton.sample.measure",
