@@ -31,8 +31,9 @@ def modules(*folders: str) -> dict[str, Path]:
 
 def imports(path: Path, name: str, known: dict[str, Path]) -> set[str]:
     """The project modules that module ``name`` imports anywhere in its body,
-    imports inside functions included; ``from pkg import sub`` names the
-    submodule when there is one, else ``pkg`` itself."""
+    imports inside functions included, and modules named whole in a string
+    (``importlib`` tables); ``from pkg import sub`` names the submodule when
+    there is one, else ``pkg`` itself."""
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     out = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
@@ -42,6 +43,8 @@ def imports(path: Path, name: str, known: dict[str, Path]) -> set[str]:
             base = ".".join(package[:len(package) - node.level + 1]) if node.level else ""
             mod = ".".join(x for x in (base, node.module or "") if x)
             targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in known else mod for a in node.names]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(("plankton.", "plankton_app.")):
+            targets = [node.value.split(":")[0]] if node.value.split(":")[0] in known else []  # named for ``importlib`` (a lazy table)
         else:
             continue
         for t in targets:  # ``import a.b.c`` of a module that is a package's attribute: its nearest known module
@@ -133,6 +136,7 @@ def test_the_walk_sees_imports_inside_functions():
     deps = graph("plankton")
     assert "plankton.runtime.registry" in deps["plankton.pipeline.load"]
     assert "plankton.pipeline.load" in deps["plankton.hub"]  # imported inside load_resolved
+    assert "plankton.pipeline.load" in deps["plankton"]  # named in the package's lazy table
 
 
 @pytest.mark.parametrize("package", ["plankton", "plankton_app"])
