@@ -135,7 +135,7 @@ def cmd_predict(args) -> int:
         note = None if args.quiet else (lambda m: print(m, file=sys.stderr))  # informational: unprefixed, like "runtime:"
         drift = write_run_files(out, frames, cascade.path, note, (opts.det_conf, opts.cls_conf))
         if args.export:
-            from plankton.sample.exports import export
+            from plankton.run.exports import export
 
             export(args.export, out, args.sample_id or out.resolve().name, args.paths, frames, sample, meta, taxonomy, cascade.config,
                    args.max_pixels, _err, args.quiet)
@@ -333,9 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm = pr.add_argument_group("the sample: sizes and concentrations (box-based estimates)")
     sm.add_argument("--um-per-px", type=float, default=None, metavar="F", help="optical scale in micrometres per pixel (default: the model's, if it records one); adds width_um, height_um and esd_um")
     sm.add_argument("--volume-ul", type=float, default=None, metavar="V", help="microlitres of sample imaged per frame; adds counts.csv and concentration.csv")
-    sm.add_argument("--export", choices=["ecotaxa", "dwca"], nargs="+", action="extend", default=None, metavar="ecotaxa|dwca",
-                    help="also write OUT/ecotaxa/ (an EcoTaxa import folder: TSV and one crop per object) and/or OUT/dwca.zip "
-                         "(a Darwin Core Archive for OBIS and GBIF); docs/publishing.md")
+    from plankton.sample.formats import NAMES, cli_help
+
+    sm.add_argument("--export", choices=NAMES, nargs="+", action="extend", default=None, metavar="|".join(NAMES), help=cli_help())
     sm.add_argument("--sample-id", default=None, help="the sample's id in the exports, part of every object id (default: the output folder's name)")
     sm.add_argument("--sample-meta", default=None, metavar="FILE",
                     help="the sample's station, latitude, longitude, date, time (UTC) and depth_min/max: a JSON object or key,value CSV")

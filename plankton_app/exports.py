@@ -1,20 +1,17 @@
-"""The Sample tab's publishing downloads: an EcoTaxa import folder and a
-Darwin Core Archive of the upload at the current thresholds (corrections
-applied), named by the model's taxonomy and carrying the sample's id and
-metadata (docs/publishing.md)."""
+"""The Sample tab's publishing downloads: every format of
+``plankton.sample.formats`` made of the upload at the current thresholds
+(corrections applied), named by the model's taxonomy and carrying the
+sample's id and metadata (docs/publishing.md). What is the app's own
+here: which model named the objects, the taxonomy's fallback, the sample
+id of an upload, and the crops taken from the session's cache."""
 from __future__ import annotations
 
-import io
 import secrets
-import tempfile
 import time
-import zipfile
 from pathlib import Path
 
-from plankton._version import __version__
-from plankton.sample.dwca import Event, archive_files, zip_bytes
-from plankton.sample.ecotaxa import EcotaxaExport, ExportInfo
-from plankton.sample.exports import concentration_rows_from_csv, model_label
+from plankton.sample.exports import ExportJob, concentration_rows_from_csv, model_label
+from plankton.sample.formats import FORMATS
 from plankton.sample.meta import SampleMeta
 from plankton.artifact.manifest import ArtifactError, read_config
 from plankton.artifact.taxonomy import Taxonomy, TaxonomyError, for_model
@@ -54,26 +51,23 @@ def taxonomy(service, session=None) -> Taxonomy:
         return Taxonomy()
 
 
-def ecotaxa_zip(service, session, view, meta: SampleMeta | None, sample_id: str) -> bytes:
-    """An EcoTaxa import folder (``plankton.sample.ecotaxa``) of the view, zipped."""
-    info = ExportInfo(sample_id, session.sample.um_per_px, session.sample.volume_ul, f"plankton {__version__}",
-                      model_label(model_of(service, session)[0]), meta=meta, taxonomy=taxonomy(service, session), frames=len(view.frames))
-    with tempfile.TemporaryDirectory() as tmp:
-        export = EcotaxaExport(tmp, info)
+def job(service, session, view, meta: SampleMeta | None, sample_id: str, concentration_csv: str | None = None) -> ExportJob:
+    """The view as every export format takes it: its frames, the crops
+    cut from the session's cache (no frame is read again), the naming
+    model's taxonomy and label, and the abundances of the concentration
+    table shown beside it."""
+
+    def crops():
         for (fi, f), fr, ids in zip(enumerate(session.frames), view.frames, view.ids):
             start = session.starts[fi]
-            export.add(fr, [f.computed.crops[k - start] for k in ids])
-        export.close()
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for p in sorted(Path(tmp).iterdir()):
-                zf.write(p, p.name)
-    return buf.getvalue()
+            yield fr, [f.computed.crops[k - start] for k in ids]
 
-
-def dwca_zip(service, session, view, concentration_csv: str | None, meta: SampleMeta | None, sample_id: str) -> bytes:
-    """A Darwin Core Archive (``plankton.sample.dwca``) of the view: one event, the
-    abundances of the concentration table shown beside it."""
     rows = concentration_rows_from_csv(concentration_csv) if concentration_csv else None
-    event = Event(sample_id, list(view.frames), session.sample, meta or SampleMeta(), rows)
-    return zip_bytes(archive_files([event], taxonomy(service, session), model_label(model_of(service, session)[0]), f"plankton {__version__}"))
+    return ExportJob(sample_id, tuple(view.frames), crops, session.sample, meta or SampleMeta(), taxonomy(service, session),
+                     model_label(model_of(service, session)[0]), rows=rows)
+
+
+def downloads(service, session, view, meta: SampleMeta | None, sample_id: str, concentration_csv: str | None = None) -> dict[str, bytes]:
+    """{download name: bytes} of every format in ``plankton.sample.formats``."""
+    one = job(service, session, view, meta, sample_id, concentration_csv)
+    return {fmt.download: fmt.data(one) for fmt in FORMATS}

@@ -282,8 +282,8 @@ class Service(ValidationAnswers):
     def sample_files(self, session: Session, view: View, meta=None, sample_id: str | None = None) -> dict[str, str | bytes]:
         """{file name: contents} of the sample's downloads at these thresholds,
         corrections applied: detections with sizes, counts and concentration
-        (with a volume), an EcoTaxa import folder and a Darwin Core Archive,
-        both zipped. ``meta``: the sample's place and time (SampleMeta);
+        (with a volume), and each format's download (``plankton.sample.formats``:
+        EcoTaxa, Darwin Core). ``meta``: the sample's place and time (SampleMeta);
         ``sample_id``: its id in the exports (default: a new unique one)."""
         from plankton.run.writers import sample_tables
 
@@ -293,8 +293,7 @@ class Service(ValidationAnswers):
         counter = self.counter(view)
         files: dict[str, str | bytes] = {"detections.csv": view.csv(session.sample.um_per_px, counter)}
         files |= sample_tables(view.frames, session.sample, [n for n in self.class_names if n != NOT_PLANKTON], meta, counter)
-        files["ecotaxa.zip"] = exports.ecotaxa_zip(self, session, view, meta, sample_id)
-        files["dwca.zip"] = exports.dwca_zip(self, session, view, files.get("concentration.csv"), meta, sample_id)
+        files |= exports.downloads(self, session, view, meta, sample_id, files.get("concentration.csv"))
         return files
 
     # ---- a new model version from the session's corrections

@@ -23,7 +23,7 @@ from plankton import palette
 from plankton.run import writers
 from plankton.files import atomic_write_bytes
 from plankton.images import ImageError
-from plankton.run.inputs import Item, iter_items, read
+from plankton.run.inputs import Item, read
 from plankton.run.prefetch import ahead
 from plankton.sample.measure import Sample
 from plankton.run.runfiles import keep_for_later
@@ -188,26 +188,4 @@ def write_outputs(out: Path, frames: dict[str, FrameResult], categories: list[di
         pass
 
 
-def export_ecotaxa(out: Path, paths: list[str], frames: dict[str, FrameResult], info, max_pixels: int | None, report: Callable[[str], None],
-                   quiet: bool = False) -> Path:
-    """An EcoTaxa import folder ``out`` of the finished frames: each frame is
-    read again (whichever engine analysed it) to cut its objects' crops."""
-    from tqdm import tqdm
-
-    from plankton.sample.ecotaxa import EcotaxaExport, check_folder
-
-    export = EcotaxaExport(out, info)
-    order = {k: i for i, k in enumerate(sorted(frames, key=lambda k: (frames[k].image, k)))}
-    items = sorted((it for it in iter_items(paths) if it.key in order and frames[it.key].objects), key=lambda it: order[it.key])
-    for item in tqdm(items, desc="EcoTaxa crops", unit="frame", disable=quiet or len(items) < 2):
-        try:
-            export.add_image(read(item, max_pixels), frames[item.key])
-        except ImageError as e:  # changed since it was analysed: its objects are left out, the rest goes on
-            report(f"EcoTaxa export: {e}")
-    tsv = export.close()
-    for problem in check_folder(out):
-        report(f"EcoTaxa export: {problem}")
-    return tsv
-
-
-__all__ = ["Options", "Outcome", "options", "settings", "run_item", "outcomes", "run_local", "keep", "staged", "write_outputs", "export_ecotaxa"]
+__all__ = ["Options", "Outcome", "options", "settings", "run_item", "outcomes", "run_local", "keep", "staged", "write_outputs"]

@@ -41,6 +41,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
+from plankton.sample.exports import ExportJob
 from plankton.sample.measure import Sample, box_sizes_um, concentration_rows, poisson_interval
 from plankton.results import UNKNOWN, FrameResult
 from plankton.sample.meta import SampleMeta
@@ -310,4 +311,22 @@ def publishing_gaps(event: Event) -> list[str]:
     return out
 
 
-__all__ = ["Event", "Occurrence", "archive_files", "occurrence_id", "occurrences", "publishing_gaps", "write_archive", "zip_bytes"]
+def event_of(job: ExportJob) -> Event:
+    return Event(job.sample_id, list(job.frames), job.sample, job.meta or SampleMeta(), job.rows)
+
+
+def write(job: ExportJob, path: str | Path) -> Path:
+    """The archive at ``path``, after one line for each field OBIS requires
+    that the sample metadata lacks (the archive is written all the same)."""
+    event = event_of(job)
+    for gap in publishing_gaps(event):
+        job.report(f"Darwin Core: {gap}")
+    return write_archive(path, archive_files([event], job.taxonomy, job.model, job.software))
+
+
+def data(job: ExportJob) -> bytes:
+    """The archive's bytes, nothing reported (the app's download)."""
+    return zip_bytes(archive_files([event_of(job)], job.taxonomy, job.model, job.software))
+
+
+__all__ = ["Event", "Occurrence", "archive_files", "data", "event_of", "write", "occurrence_id", "occurrences", "publishing_gaps", "write_archive", "zip_bytes"]

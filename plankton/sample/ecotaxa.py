@@ -41,6 +41,8 @@ from __future__ import annotations
 import csv
 import io
 import re
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +50,7 @@ import numpy as np
 from PIL import Image
 
 from plankton.files import atomic_path, atomic_write_bytes
+from plankton.sample.exports import ExportJob
 from plankton.sample.measure import box_sizes_um
 from plankton.results import UNKNOWN, FrameResult
 from plankton.sample.meta import SampleMeta
@@ -180,6 +183,42 @@ class EcotaxaExport:
         path = self.folder / f"ecotaxa_{_slug(self.info.sample_id)}.tsv"
         atomic_write_bytes(path, buf.getvalue().encode("utf-8-sig"))
         return path
+
+
+def info_of(job: ExportJob) -> ExportInfo:
+    return ExportInfo(job.sample_id, job.sample.um_per_px, job.sample.volume_ul, job.software,
+                      job.model if job.model_name is None else job.model_name, meta=job.meta, taxonomy=job.taxonomy, frames=len(job.frames))
+
+
+def _fill(job: ExportJob, folder: Path) -> Path:
+    export = EcotaxaExport(folder, info_of(job))
+    for frame, crops in job.crops():
+        if isinstance(crops, Exception):  # e.g. a file changed since it was analysed: its objects are left out, the rest goes on
+            job.report(f"EcoTaxa export: {crops}")
+        else:
+            export.add(frame, crops)
+    return export.close()
+
+
+def write(job: ExportJob, folder: str | Path) -> Path:
+    """The import folder ``folder``, then checked against EcoTaxa's rules
+    (each problem reported in one line); returns the TSV's path."""
+    tsv = _fill(job, Path(folder))
+    for problem in check_folder(folder):
+        job.report(f"EcoTaxa export: {problem}")
+    return tsv
+
+
+def data(job: ExportJob) -> bytes:
+    """The import folder, zipped (its files at the top level). Not checked:
+    the app zips it again at every change of a slider."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _fill(job, Path(tmp))
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for p in sorted(Path(tmp).iterdir()):
+                zf.write(p, p.name)
+    return buf.getvalue()
 
 
 def _text(path: Path) -> str:

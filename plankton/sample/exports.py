@@ -1,15 +1,18 @@
-"""What ``predict --export`` and ``info`` need to publish a sample (see
-docs/publishing.md): the sample metadata and taxonomy read and checked
-before a run, the EcoTaxa folder and the Darwin Core Archive written after
-it, and the taxonomy described for people."""
+"""What every export of a sample takes (see docs/publishing.md): the
+``ExportJob`` each writer reads, the sample metadata and taxonomy read and
+checked before a run, and the taxonomy described for people. The formats
+themselves are listed in ``plankton.sample.formats``."""
 from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
+from plankton._version import __version__
 from plankton.results import FrameResult
+from plankton.sample.measure import Sample
 from plankton.sample.meta import SampleMeta, SampleMetaError
 from plankton.sample.meta import read as read_meta
 from plankton.artifact.taxonomy import FILE as TAXONOMY_FILE
@@ -22,6 +25,43 @@ class PublishInputError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         super().__init__("\n".join(problems))
+
+
+Crops = Callable[[], Iterable[tuple[FrameResult, list | Exception]]]
+
+
+def _no_crops():
+    return iter(())
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """Everything a writer may read, and nothing of the run engine or the
+    app: the sample's id, its frames in order, ``crops`` (called once, by
+    the writers that need pixels: (frame, its objects' crops in order, or
+    the exception that kept the frame from being read) for each frame, so
+    a run re-reads its files and the app cuts from its cache), the scale
+    and volume, the place and time, the taxonomy naming the classes,
+    ``model`` as people read it (name and version: Darwin Core's
+    identifiedBy), ``model_name`` (EcoTaxa's ``process_model``; None:
+    ``model``), the software, the concentration rows (None: computed from
+    the frames) and where one-line problems go."""
+
+    sample_id: str
+    frames: tuple[FrameResult, ...]
+    crops: Crops = _no_crops
+    sample: Sample = field(default_factory=Sample)
+    meta: SampleMeta = field(default_factory=SampleMeta)
+    taxonomy: Taxonomy = field(default_factory=Taxonomy)
+    model: str = "plankton model version 1"
+    model_name: str | None = None
+    software: str = f"plankton {__version__}"
+    rows: list[dict] | None = None
+    report: Callable[[str], None] = _quiet
 
 
 def publish_inputs(meta_file: str | None, taxonomy_file: str | None, model_folder, class_names: list[str]) -> tuple[SampleMeta, Taxonomy]:
@@ -53,32 +93,6 @@ def concentration_rows_from_csv(text: str) -> list[dict]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def export(kinds: list[str], out: Path, sample_id: str, paths: list[str], frames: dict[str, FrameResult], sample, meta: SampleMeta,
-           taxonomy: Taxonomy, config: dict, max_pixels: int | None, report: Callable[[str], None], quiet: bool = False) -> None:
-    """``OUT/ecotaxa/`` and/or ``OUT/dwca.zip`` for a finished run; the
-    concentration rows of the archive are read back from the run's
-    concentration.csv, so both show the same figures."""
-    from plankton._version import __version__
-
-    ordered = [frames[k] for k in sorted(frames, key=lambda k: (frames[k].image, k))]
-    if "ecotaxa" in kinds:
-        from plankton.run.batch import export_ecotaxa
-        from plankton.sample.ecotaxa import ExportInfo
-
-        info = ExportInfo(sample_id, sample.um_per_px, sample.volume_ul, f"plankton {__version__}", str(config.get("name") or ""),
-                          meta=meta, taxonomy=taxonomy, frames=len(ordered))
-        export_ecotaxa(out / "ecotaxa", paths, frames, info, max_pixels, report, quiet)
-    if "dwca" in kinds:
-        from plankton.sample.dwca import Event, archive_files, publishing_gaps, write_archive
-
-        conc = out / "concentration.csv"
-        rows = concentration_rows_from_csv(conc.read_text(encoding="utf-8")) if sample.volume_ul and conc.is_file() else None
-        event = Event(sample_id, ordered, sample, meta, rows)
-        for gap in publishing_gaps(event):
-            report(f"Darwin Core: {gap}")
-        write_archive(out / "dwca.zip", archive_files([event], taxonomy, model_label(config), f"plankton {__version__}"))
-
-
 def taxonomy_summary(folder, names: list[str]) -> tuple[dict, list[str]]:
     """({source, classes: {label: {scientific_name, rank, aphia_id}}}, a few
     lines for ``info``) of a model folder's taxonomy."""
@@ -103,4 +117,4 @@ def taxonomy_summary(folder, names: list[str]) -> tuple[dict, list[str]]:
     return info, lines
 
 
-__all__ = ["PublishInputError", "concentration_rows_from_csv", "export", "model_label", "publish_inputs", "taxonomy_summary"]
+__all__ = ["Crops", "ExportJob", "PublishInputError", "concentration_rows_from_csv", "model_label", "publish_inputs", "taxonomy_summary"]

@@ -12,6 +12,7 @@ import json
 
 import gradio as gr
 
+from plankton.sample.formats import FORMATS
 from plankton.sample.measure import Sample, concentration_rows
 from plankton.sample.meta import SampleMeta, SampleMetaError, parse
 
@@ -21,9 +22,9 @@ from ..exports import default_sample_id
 from . import FAST, Context, follow, on_thresholds, track
 
 CONC_HEADERS = ["species", "estimated cells per ml", "95% low", "95% high", "estimated objects", "counted objects", "counted cells per ml"]
-FILES = ["detections.csv", "concentration.csv", "counts.csv", "ecotaxa.zip", "dwca.zip"]
-LABELS = {"dwca.zip": "Darwin Core Archive"}
-PUBLISHED = ("ecotaxa.zip", "dwca.zip")  # not offered while the sample metadata is wrong
+FILES = ["detections.csv", "concentration.csv", "counts.csv"] + [f.download for f in FORMATS]
+LABELS = {f.download: f.title for f in FORMATS}
+PUBLISHED = tuple(f.download for f in FORMATS if f.needs_meta)  # not offered while the sample metadata is wrong
 
 
 def upload_key(session) -> str:
@@ -111,7 +112,7 @@ def note(session, view, problems: list[str] = ()) -> str:
         parts.append(f"Counts use your corrections ({corrected} corrected object{'s' if corrected != 1 else ''} shown; "
                      "objects marked not plankton are left out).")
     if problems:
-        parts.append("  \n⚠️ Fix the sample metadata for the EcoTaxa and Darwin Core downloads: " + " · ".join(problems))
+        parts.append(f"  \n⚠️ Fix the sample metadata for the {' and '.join(f.title for f in FORMATS if f.needs_meta)} downloads: " + " · ".join(problems))
     return " ".join(parts)
 
 
