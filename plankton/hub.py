@@ -31,15 +31,17 @@ from pathlib import Path
 
 from plankton.files import atomic_write_text, sha256
 from plankton.artifact.manifest import CONFIG, DEFAULT_MODEL_DIR, REQUIRED, ArtifactError, read_config
+from plankton.runtime import runtime_files
 
 log = logging.getLogger("plankton.hub")
 
 ENV_REPO, ENV_REVISION, ENV_TIMEOUT = "PLANKTON_MODEL_REPO", "PLANKTON_MODEL_REVISION", "PLANKTON_HUB_TIMEOUT"
 DEFAULT_TIMEOUT = 10.0
-# The only file types a model repo may hand us: none of them is unpickled.
-# ONNX is protobuf and OpenVINO IR is XML plus raw weights (.bin), not pickle:
-# safe to fetch like the rest, and checked against their checksums too.
-ALLOW_PATTERNS = ["*.safetensors", "*.json", "*.png", "*.csv", "*.onnx", "*.xml", "*.bin"]
+# The only files a model repo may hand us: none of them is unpickled. Besides
+# the artifact's own, each runtime's files (plankton.runtime.TABLE): ONNX is
+# protobuf and OpenVINO IR is XML plus raw weights (.bin), not pickle, so safe
+# to fetch like the rest, and checked against their checksums too.
+ALLOW_PATTERNS = ["*.safetensors", "*.json", "*.png", "*.csv", *runtime_files()]
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from plankton.artifact.manifest import DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS
+from plankton.artifact.manifest import DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, ArtifactError
+from plankton.runtime.interface import StandIn, cpu_only, one_line
 
 DETECTOR_ONNX, EMBEDDER_ONNX = "detector.onnx", "embedder.onnx"
 ONNX_FILES = (DETECTOR_ONNX, EMBEDDER_ONNX)
@@ -132,9 +133,10 @@ def _to_numpy(x) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)  # no copy when already C-contiguous float32
 
 
-class _OrtModule:
-    """Just enough of ``torch.nn.Module`` for the predictors: ``to`` and
-    ``eval`` return self, calls take and return CPU torch tensors."""
+class _OrtModule(StandIn):
+    """A ``StandIn`` over an ONNX Runtime session."""
+
+    engine = "the ONNX Runtime path"
 
     def __init__(self, session, path: str | Path | None = None):
         self.session, self.path = session, str(path) if path else None
@@ -142,15 +144,6 @@ class _OrtModule:
         self.output_name = session.get_outputs()[0].name
         self.metadata = _metadata(session)
         self.options = dict(getattr(session, "plankton_options", {}))
-        self.training = False
-
-    def to(self, device=None, *args, **kwargs):
-        if device is not None and torch.device(device).type != "cpu":
-            raise ValueError(f"the ONNX Runtime path runs on the CPU only, not {device}; use runtime='torch'")
-        return self
-
-    def eval(self):
-        return self
 
     def run(self, x) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: _to_numpy(x)})[0]
@@ -158,39 +151,26 @@ class _OrtModule:
     def __call__(self, x) -> torch.Tensor:
         return torch.from_numpy(self.run(x))
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.path or 'in memory'})"
-
 
 class OrtDetectionModel(_OrtModule):
-    """Drop-in for a (fused) Ultralytics DetectionModel inside ``Detector``:
-    ``model(x)`` with x B×3×H×W float in 0..1 → B×(4+nc)×A tensor for
-    ``non_max_suppression``. ``stride`` comes from the graph's metadata."""
+    """``DetectorNet`` (a fused Ultralytics DetectionModel's stand-in);
+    ``stride`` comes from the graph's metadata."""
 
     def __init__(self, session, path=None):
         super().__init__(session, path)
-        strides = json.loads(self.metadata.get("stride", "[8, 16, 32]"))
-        self.stride = torch.tensor([float(s) for s in strides])
-        self.names = json.loads(self.metadata.get("names", '["plankton"]'))
-        self.end2end = self.metadata.get("end2end", "false") == "true"
-
-    def fuse(self, verbose: bool = False):
-        return self  # fused before export
+        self.read_detector_metadata(self.metadata)
 
 
 class OrtEmbeddingModel(_OrtModule):
-    """Drop-in for ``EmbeddingNet`` inside ``Identifier``: ``model(x)`` or,
-    for a size-aware graph, ``model(x, sizes)``, with x B×3×S×S normalised
-    and sizes B×2 → B×D unit embeddings; ``dim`` is D."""
+    """``EmbedderNet`` (``EmbeddingNet``'s stand-in); a size-aware graph
+    has a second input, the boxes' sizes."""
 
     def __init__(self, session, path=None):
         super().__init__(session, path)
         dim = session.get_outputs()[0].shape[-1]
-        self.dim = int(dim) if isinstance(dim, int) else int(self.metadata["dim"])
-        self.backbone_name = self.metadata.get("backbone", "")
-        self.input_size = int(self.metadata.get("input_size", 0)) or None
         inputs = session.get_inputs()
-        self.size_features = int(inputs[1].shape[-1]) if len(inputs) > 1 else 0
+        self.read_embedder_metadata(self.metadata, dim if isinstance(dim, int) else int(self.metadata["dim"]),
+                                    int(inputs[1].shape[-1]) if len(inputs) > 1 else 0)
         self.sizes_name = inputs[1].name if len(inputs) > 1 else None
 
     def __call__(self, x, sizes=None) -> torch.Tensor:
@@ -351,6 +331,31 @@ def onnx_status(folder: str | Path, config: dict) -> str | None:
     return None
 
 
-__all__ = ["DETECTOR_ONNX", "EMBEDDER_ONNX", "ONNX_FILES", "OPSET", "OrtDetectionModel", "OrtEmbeddingModel", "available",
+class OnnxRuntime:
+    """``interface.Runtime`` for the fp32 ONNX files."""
+
+    def status(self, folder: Path, config: dict, asked: str | None = None, device: str = "cpu") -> str | None:
+        return onnx_status(folder, config) or cpu_only(device, _OrtModule.engine)
+
+    def offered(self, folder: Path, config: dict, device: str) -> bool:
+        return has_onnx(folder)
+
+    def name(self, config: dict) -> str:
+        return "onnx"
+
+    def load(self, folder: Path, config: dict, threads: int | None = None, streams: int = 1):
+        try:
+            return load_detector(folder / DETECTOR_ONNX, threads), load_embedder(folder / EMBEDDER_ONNX, threads)
+        except Exception as e:  # onnxruntime's own error types
+            raise ArtifactError(f"{folder}: ONNX Runtime cannot load the ONNX files ({one_line(e)})") from None
+
+    def summary(self, folder: Path, config: dict) -> str | None:
+        return None
+
+
+RUNTIME = OnnxRuntime()
+
+
+__all__ = ["DETECTOR_ONNX", "EMBEDDER_ONNX", "ONNX_FILES", "OPSET", "RUNTIME", "OnnxRuntime", "OrtDetectionModel", "OrtEmbeddingModel", "available",
            "available_cpus", "check_parity", "default_threads", "export_detector", "export_embedder",
            "has_onnx", "load_detector", "load_embedder", "make_session", "onnx_status", "session_options"]

@@ -22,15 +22,14 @@ measurement covers them all (``exact_sums``).
 """
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from plankton.runtime import INT8_RUNTIMES
-from plankton.artifact.manifest import DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS
+from plankton.artifact.manifest import DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, ArtifactError
+from plankton.runtime.interface import StandIn, cpu_only, one_line
 
 CPUINFO = Path("/proc/cpuinfo")
 OPENVINO, ONNXRUNTIME = "openvino", "onnxruntime"
@@ -38,7 +37,8 @@ ROUTE_FILES = {  # route → (detector, embedder); an OpenVINO IR .xml has its w
     OPENVINO: ("detector.int8.xml", "embedder.int8.xml"),
     ONNXRUNTIME: ("detector.int8.onnx", "embedder.int8.onnx"),
 }
-RUNTIME_NAMES = {route: name for name, route in INT8_RUNTIMES.items() if route}  # route → runtime name
+INT8_ROUTES = {"int8": None, "onnx-int8": ONNXRUNTIME, "openvino-int8": OPENVINO}  # runtime name → route (None: the artifact's)
+RUNTIME_NAMES = {route: name for name, route in INT8_ROUTES.items() if route}  # route → runtime name
 SOURCES = (DETECTOR_WEIGHTS, EMBEDDER_WEIGHTS, "detector.onnx", "embedder.onnx")
 
 
@@ -256,34 +256,25 @@ def ov_config(threads: int, streams: int = 1) -> dict:
             "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
 
 
-class _OvModule:
-    """The ``_OrtModule`` interface over an OpenVINO compiled model. An
-    infer request is not thread-safe, so each thread gets its own."""
+class _OvModule(StandIn):
+    """A ``StandIn`` over an OpenVINO compiled model. An infer request is
+    not thread-safe, so each thread gets its own."""
 
-    def __init__(self, compiled, path, threads: int, streams: int = 1):
-        self.compiled, self.path, self.training = compiled, str(path), False
+    engine = "the INT8 path"
+
+    def __init__(self, compiled, path, threads: int, meta: dict, streams: int = 1):
+        self.compiled, self.path = compiled, str(path)
         self.streams = int(compiled.get_property("NUM_STREAMS"))  # what OpenVINO made of the request
         self.input_names = [i.get_any_name() for i in compiled.inputs]
-        self.metadata = {}
+        self.metadata = dict(meta)
         self.options = {"runtime": "openvino"} | {k: str(v) for k, v in ov_config(threads, streams).items()}
         self._local = threading.local()
-
-    def set_metadata(self, meta: dict) -> None:
-        self.metadata = dict(meta)
 
     def _request(self):
         req = getattr(self._local, "request", None)
         if req is None:
             req = self._local.request = self.compiled.create_infer_request()
         return req
-
-    def to(self, device=None, *args, **kwargs):
-        if device is not None and torch.device(device).type != "cpu":
-            raise ValueError(f"the INT8 path runs on the CPU only, not {device}; use runtime='torch'")
-        return self
-
-    def eval(self):
-        return self
 
     def run(self, *arrays) -> np.ndarray:
         from plankton.runtime.onnx import _to_numpy
@@ -292,39 +283,25 @@ class _OvModule:
         out = self._request().infer(feed, share_inputs=True)
         return np.array(out[0], copy=True)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.path})"
-
 
 class OvDetectionModel(_OvModule):
-    """Drop-in for the detection network inside ``Detector`` (see
-    ``OrtDetectionModel``)."""
+    """``DetectorNet`` over OpenVINO (see ``OrtDetectionModel``)."""
 
     def __init__(self, compiled, path, threads, meta: dict, streams: int = 1):
-        super().__init__(compiled, path, threads, streams)
-        self.set_metadata(meta)
-        self.stride = torch.tensor([float(s) for s in json.loads(meta.get("stride", "[8, 16, 32]"))])
-        self.names = json.loads(meta.get("names", '["plankton"]'))
-        self.end2end = meta.get("end2end", "false") == "true"
-
-    def fuse(self, verbose: bool = False):
-        return self
+        super().__init__(compiled, path, threads, meta, streams)
+        self.read_detector_metadata(meta)
 
     def __call__(self, x) -> torch.Tensor:
         return torch.from_numpy(self.run(x))
 
 
 class OvEmbeddingModel(_OvModule):
-    """Drop-in for ``EmbeddingNet`` inside ``Identifier`` (see
-    ``OrtEmbeddingModel``)."""
+    """``EmbedderNet`` over OpenVINO (see ``OrtEmbeddingModel``)."""
 
     def __init__(self, compiled, path, threads, meta: dict, streams: int = 1):
-        super().__init__(compiled, path, threads, streams)
-        self.set_metadata(meta)
-        self.dim = int(meta.get("dim") or compiled.outputs[0].get_partial_shape()[-1].get_length())
-        self.backbone_name = meta.get("backbone", "")
-        self.input_size = int(meta.get("input_size", 0)) or None
-        self.size_features = int(compiled.inputs[1].get_partial_shape()[1].get_length()) if len(compiled.inputs) > 1 else 0
+        super().__init__(compiled, path, threads, meta, streams)
+        self.read_embedder_metadata(meta, int(meta.get("dim") or compiled.outputs[0].get_partial_shape()[-1].get_length()),
+                                    compiled.inputs[1].get_partial_shape()[1].get_length() if len(compiled.inputs) > 1 else 0)
 
     def __call__(self, x, sizes=None) -> torch.Tensor:
         if self.size_features and sizes is None:
@@ -373,5 +350,42 @@ def load_int8_models(folder: str | Path, config: dict, threads: int | None = Non
     return det, emb, RUNTIME_NAMES[route]
 
 
-__all__ = ["CPUINFO", "ISA_CLASSES", "ISA_ENV", "ISA_LABELS", "ISA_LIMITS", "LIMIT_CLASSES", "ONNXRUNTIME", "OPENVINO", "ROUTE_FILES", "RUNTIME_NAMES", "SOURCES", "OvDetectionModel", "OvEmbeddingModel", "cpu_flags",
+class Int8Runtime:
+    """``interface.Runtime`` for the INT8 files the artifact ships, on
+    either route: "int8" asks for whichever, "onnx-int8" and "openvino-int8" for one."""
+
+    def status(self, folder: Path, config: dict, asked: str | None = None, device: str = "cpu") -> str | None:
+        return int8_status(folder, config, INT8_ROUTES.get(asked)) or cpu_only(device, _OvModule.engine)
+
+    def offered(self, folder: Path, config: dict, device: str) -> bool:
+        shipped = (config.get("int8") or {}).get("route")
+        return bool(shipped or present_routes(folder)) and torch.device(device).type == "cpu"
+
+    def name(self, config: dict) -> str:
+        return RUNTIME_NAMES[config["int8"]["route"]]
+
+    def load(self, folder: Path, config: dict, threads: int | None = None, streams: int = 1):
+        try:
+            return load_int8_models(folder, config, threads, streams)[:2]
+        except Exception as e:  # the runtime's own error types
+            raise ArtifactError(f"{folder}: the INT8 files cannot be loaded ({one_line(e)})") from None
+
+    def summary(self, folder: Path, config: dict) -> str | None:
+        """The parity measurement that covers this CPU's class."""
+        section, isa = config["int8"], cpu_isa()
+        found = covering_parity(section, isa) if "parity_by_isa" in section else None
+        if found is None:  # files recorded before parity was measured per CPU class
+            measured = (section.get("cpu") or {}).get("int8_isa")
+            return (f"this CPU ({ISA_LABELS.get(isa, isa)}); INT8 parity measured with {ISA_LABELS.get(measured, measured)} kernels "
+                    f"({parity_summary(section.get('parity') or {})} against fp32)")
+        cls, record = found
+        how = "its own class" if cls == isa else f"a class that sums 8-bit products alike ({ISA_LABELS.get(cls, cls)})"
+        return f"this CPU ({ISA_LABELS.get(isa, isa)}) is covered by the INT8 parity of {how}, measured {where_measured(cls, record)}: {parity_summary(record)} against fp32"
+
+
+RUNTIME = Int8Runtime()
+
+
+__all__ = ["CPUINFO", "INT8_ROUTES", "ISA_CLASSES", "ISA_ENV", "ISA_LABELS", "ISA_LIMITS", "LIMIT_CLASSES", "ONNXRUNTIME", "OPENVINO", "ROUTE_FILES", "RUNTIME", "RUNTIME_NAMES", "SOURCES",
+           "Int8Runtime", "OvDetectionModel", "OvEmbeddingModel", "cpu_flags",
            "cpu_isa", "cpu_name", "cpu_problem", "covering_parity", "exact_sums", "int8_isa", "int8_kernels", "isa_classes_below", "kernels_class", "parity_summary", "where_measured", "int8_status", "load_int8_models", "load_openvino", "ov_config", "present_routes", "route_files", "with_weights"]
