@@ -44,9 +44,8 @@ def export(kinds: list[str], out: Path, sample_id: str, paths: list[str], frames
     table's order."""
     conc = Path(out) / "concentration.csv"
     rows = concentration_rows_from_csv(conc.read_text(encoding="utf-8")) if sample.volume_ul and conc.is_file() else None
-    # The run's EcoTaxa process_model has always been the model's bare name; Darwin Core names it with its version.
     job = ExportJob(sample_id, tuple(frames[k] for k in sorted(frames, key=lambda k: (frames[k].image, k))), frame_crops(paths, frames, max_pixels, quiet),
-                    sample, meta, taxonomy, model_label(config), str(config.get("name") or ""), rows=rows, report=report)
+                    sample, meta, taxonomy, model_label(config), rows=rows, report=report)
     for fmt in FORMATS:
         if fmt.name in kinds:
             fmt.write_into(out, job)

@@ -187,7 +187,7 @@ class EcotaxaExport:
 
 def info_of(job: ExportJob) -> ExportInfo:
     return ExportInfo(job.sample_id, job.sample.um_per_px, job.sample.volume_ul, job.software,
-                      job.model if job.model_name is None else job.model_name, meta=job.meta, taxonomy=job.taxonomy, frames=len(job.frames))
+                      job.model, meta=job.meta, taxonomy=job.taxonomy, frames=len(job.frames))
 
 
 def _fill(job: ExportJob, folder: Path) -> Path:

@@ -47,8 +47,7 @@ class ExportJob:
     a run re-reads its files and the app cuts from its cache), the scale
     and volume, the place and time, the taxonomy naming the classes,
     ``model`` as people read it (name and version: Darwin Core's
-    identifiedBy), ``model_name`` (EcoTaxa's ``process_model``; None:
-    ``model``), the software, the concentration rows (None: computed from
+    identifiedBy, EcoTaxa's ``process_model``), the software, the concentration rows (None: computed from
     the frames) and where one-line problems go."""
 
     sample_id: str
@@ -58,7 +57,6 @@ class ExportJob:
     meta: SampleMeta = field(default_factory=SampleMeta)
     taxonomy: Taxonomy = field(default_factory=Taxonomy)
     model: str = "plankton model version 1"
-    model_name: str | None = None
     software: str = f"plankton {__version__}"
     rows: list[dict] | None = None
     report: Callable[[str], None] = _quiet
