@@ -19,7 +19,7 @@ share of (sample, species) with at least 5 annotated objects whose
 interval holds the count, and the estimate of species with no annotated
 object in the sample (mass they inherit). ``--quantify FILE`` scores
 another implementation of ``plankton.counting.quantify`` (e.g. an earlier
-commit's, ``git show COMMIT:plankton/counting/quantify.py > FILE``) as the
+commit's, ``git show COMMIT:plankton/counting/quantify.py > FILE``, or ``plankton/sample/quantify.py`` before issue 46) as the
 step ``before``.
 """
 from __future__ import annotations
