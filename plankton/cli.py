@@ -333,9 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm = pr.add_argument_group("the sample: sizes and concentrations (box-based estimates)")
     sm.add_argument("--um-per-px", type=float, default=None, metavar="F", help="optical scale in micrometres per pixel (default: the model's, if it records one); adds width_um, height_um and esd_um")
     sm.add_argument("--volume-ul", type=float, default=None, metavar="V", help="microlitres of sample imaged per frame; adds counts.csv and concentration.csv")
-    from plankton.sample.formats import NAMES, cli_help
+    from plankton.sample import formats  # read when the parser is built: a row added to the table is a choice
 
-    sm.add_argument("--export", choices=NAMES, nargs="+", action="extend", default=None, metavar="|".join(NAMES), help=cli_help())
+    sm.add_argument("--export", choices=formats.names(), nargs="+", action="extend", default=None, metavar="|".join(formats.names()), help=formats.cli_help())
     sm.add_argument("--sample-id", default=None, help="the sample's id in the exports, part of every object id (default: the output folder's name)")
     sm.add_argument("--sample-meta", default=None, metavar="FILE",
                     help="the sample's station, latitude, longitude, date, time (UTC) and depth_min/max: a JSON object or key,value CSV")

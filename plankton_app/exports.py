@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from plankton.sample.exports import ExportJob, concentration_rows_from_csv, model_label
-from plankton.sample.formats import FORMATS
+from plankton.sample import formats
 from plankton.sample.meta import SampleMeta
 from plankton.artifact.manifest import ArtifactError, read_config
 from plankton.artifact.taxonomy import Taxonomy, TaxonomyError, for_model
@@ -70,4 +70,4 @@ def job(service, session, view, meta: SampleMeta | None, sample_id: str, concent
 def downloads(service, session, view, meta: SampleMeta | None, sample_id: str, concentration_csv: str | None = None) -> dict[str, bytes]:
     """{download name: bytes} of every format in ``plankton.sample.formats``."""
     one = job(service, session, view, meta, sample_id, concentration_csv)
-    return {fmt.download: fmt.data(one) for fmt in FORMATS}
+    return {fmt.download: fmt.data(one) for fmt in formats.FORMATS}

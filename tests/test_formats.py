@@ -13,7 +13,7 @@ import pytest
 
 from plankton.results import UNKNOWN, Candidate, FrameResult, ObjectResult
 from plankton.sample.exports import ExportJob
-from plankton.sample.formats import FORMATS, NAMES
+from plankton.sample.formats import FORMATS, names
 from plankton.sample.measure import Sample
 from plankton.sample.meta import SampleMeta
 from repo_paths import REPO
@@ -47,7 +47,7 @@ def docs_rows() -> dict[str, list[str]]:
 
 
 def test_the_table_is_well_formed():
-    assert NAMES == ("ecotaxa", "dwca")
+    assert names() == ("ecotaxa", "dwca")
     for key in ("name", "output", "download", "title"):
         values = [getattr(f, key) for f in FORMATS]
         assert len(set(values)) == len(values), f"two formats share a {key}"
@@ -56,7 +56,7 @@ def test_the_table_is_well_formed():
 
 def test_every_format_is_described_in_the_docs():
     rows = docs_rows()
-    assert set(rows) == set(NAMES), "docs/publishing.md's formats table and plankton.sample.formats list other formats"
+    assert set(rows) == set(names()), "docs/publishing.md's formats table and plankton.sample.formats list other formats"
     for f in FORMATS:
         name, output, download, what = rows[f.name]
         assert (output, download) == (f"`{f.output}`", f"`{f.download}`") and what.startswith(f.title), f.name
@@ -68,13 +68,13 @@ def test_predict_help_offers_every_format(capsys):
     parser = build_parser()
     predict = next(a for a in parser._actions if a.dest == "command").choices["predict"]
     (export,) = [a for a in predict._actions if "--export" in a.option_strings]
-    assert tuple(export.choices) == NAMES
+    assert tuple(export.choices) == names()
     with pytest.raises(SystemExit):
         parser.parse_args(["predict", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for f in FORMATS:
         assert f.name in text and f"OUT/{f.output}" in text and " ".join(f.help.split()) in text
-    assert parser.parse_args(["predict", "x", "--out", "o", "--export", *NAMES]).export == list(NAMES)
+    assert parser.parse_args(["predict", "x", "--out", "o", "--export", *names()]).export == list(names())
 
 
 def test_the_app_downloads_follow_the_table():
@@ -86,7 +86,7 @@ def test_the_app_downloads_follow_the_table():
     assert all(LABELS[f.download] == f.title for f in FORMATS)
 
 
-@pytest.mark.parametrize("fmt", FORMATS, ids=NAMES)
+@pytest.mark.parametrize("fmt", FORMATS, ids=names())
 def test_a_run_folder_and_the_app_bytes_hold_the_same_export(tmp_path, fmt):
     reports = []
     job = ExportJob("st 7", FRAMES, crops_of(FRAMES), Sample(0.5, 2.0), SampleMeta("L4", 50.25, -4.2, "2024-05-14"), model="m version 2",
@@ -115,3 +115,35 @@ def test_a_frame_that_cannot_be_read_is_reported_and_left_out(tmp_path):
     assert check_folder(tmp_path / "ecotaxa") == [] and sorted(p.name for p in (tmp_path / "ecotaxa").glob("*.png")) == ["s_two_0000.png"]
     header, _, row = (line.split("\t") for line in (tmp_path / "ecotaxa" / "ecotaxa_s.tsv").read_text(encoding="utf-8-sig").splitlines())
     assert dict(zip(header, row))["process_model"] == "m version 2"  # the model as Darwin Core names it too
+
+
+def test_a_new_format_is_one_writer_and_one_row(tmp_path, monkeypatch, tiny_artifact):
+    """The promise the table makes, held: a writer and a row added in the
+    test alone, and ``predict --export`` offers and writes it, and the
+    app's Sample downloads carry it, with no other change."""
+    from app_utils import app_artifact
+    from plankton.cli import build_parser, main
+    from plankton.sample import formats
+    from plankton_app.service import Service
+    from repo_paths import EXAMPLES
+
+    def write(job, path):
+        path.write_text(data(job).decode(), encoding="utf-8")
+        return path
+
+    def data(job):
+        return f"{job.sample_id}: {sum(len(f.objects) for f in job.frames)} objects in {len(job.frames)} frames".encode()
+
+    toy = formats.ExportFormat("toy", "Toy list", "toy.txt", "toy.txt", False, "one line per sample", write, data)
+    monkeypatch.setattr(formats, "FORMATS", formats.FORMATS + (toy,))
+    predict = next(a for a in build_parser()._actions if a.dest == "command").choices["predict"]
+    assert "toy" in next(a for a in predict._actions if "--export" in a.option_strings).choices
+    frame = sorted((EXAMPLES / "frames").iterdir())[0]
+    out = tmp_path / "run"
+    assert main(["predict", str(frame), "--out", str(out), "--model", str(tiny_artifact), "--export", "toy", "--sample-id", "s1", "--quiet"]) == 0
+    assert re.fullmatch(r"s1: \d+ objects in 1 frames", (out / "toy.txt").read_text(encoding="utf-8"))
+    service = Service.load(app_artifact(tiny_artifact))
+    session = service.analyse([str(frame)])
+    files = service.sample_files(session, service.refilter(session), sample_id="s2")
+    assert files["toy.txt"].decode().startswith("s2: ")
+

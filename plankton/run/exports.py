@@ -13,7 +13,7 @@ from plankton.results import FrameResult
 from plankton.run.inputs import iter_items, read
 from plankton.sample.ecotaxa import object_crop
 from plankton.sample.exports import ExportJob, concentration_rows_from_csv, model_label
-from plankton.sample.formats import FORMATS
+from plankton.sample import formats
 
 
 def frame_crops(paths: list[str], frames: dict[str, FrameResult], max_pixels: int | None, quiet: bool = False):
@@ -46,7 +46,7 @@ def export(kinds: list[str], out: Path, sample_id: str, paths: list[str], frames
     rows = concentration_rows_from_csv(conc.read_text(encoding="utf-8")) if sample.volume_ul and conc.is_file() else None
     job = ExportJob(sample_id, tuple(frames[k] for k in sorted(frames, key=lambda k: (frames[k].image, k))), frame_crops(paths, frames, max_pixels, quiet),
                     sample, meta, taxonomy, model_label(config), rows=rows, report=report)
-    for fmt in FORMATS:
+    for fmt in formats.FORMATS:
         if fmt.name in kinds:
             fmt.write_into(out, job)
 

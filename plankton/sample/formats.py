@@ -47,7 +47,11 @@ FORMATS: tuple[ExportFormat, ...] = (
     ExportFormat("dwca", "Darwin Core Archive", "dwca.zip", "dwca.zip", True,
                  "a Darwin Core Archive for OBIS and GBIF", dwca.write, dwca.data),
 )
-NAMES = tuple(f.name for f in FORMATS)
+
+
+def names() -> tuple[str, ...]:
+    """The ``--export`` names, read from the table when asked."""
+    return tuple(f.name for f in FORMATS)
 
 
 def cli_help() -> str:
@@ -55,4 +59,4 @@ def cli_help() -> str:
     return "also write " + " and/or ".join(f"OUT/{f.output} ({f.help})" for f in FORMATS) + "; docs/publishing.md"
 
 
-__all__ = ["ExportFormat", "FORMATS", "NAMES", "cli_help"]
+__all__ = ["ExportFormat", "FORMATS", "cli_help", "names"]
