@@ -63,11 +63,11 @@ def truths(ds, ids: list[int], frames: list[str], boxes: np.ndarray, frame_of: n
 
 
 def thresholds_for(model: str | Path, names: list[str]) -> np.ndarray:
+    """The model's per-species thresholds for ``names``, by the rule the cascade applies."""
     from plankton.artifact.manifest import read_config
+    from training.calibrate_counts import thresholds_of
 
-    ident = read_config(model, check_files=False)["identifier"]
-    per = ident.get("class_thresholds") or {}
-    return np.array([per.get(n, ident["threshold"]) for n in names], np.float32)
+    return thresholds_of(read_config(model, check_files=False), names)
 
 
 def read_detections(run_folder: Path):
