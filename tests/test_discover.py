@@ -180,3 +180,16 @@ def test_leave_species_out_finds_a_planted_species():
     assert all(len(s) == 2 for s in ev["draws"])
     s = summarise(ev["results"]["shipped"])
     assert s["found"] > 0.7 and s["purity"] > 0.9 and s["debris"] < 0.2, s
+
+
+def test_the_unknowns_bench_thresholds_are_the_cascades(tiny_artifact):
+    """experiments.unknown_objects names objects at the thresholds the
+    cascade applies (it once read a config key today's models lack)."""
+    from experiments.unknown_objects import thresholds_for
+    from plankton.pipeline.cascade import shifted_thresholds
+    from plankton.pipeline.load import load_artifact
+
+    cascade = load_artifact(tiny_artifact)
+    names = cascade.class_names
+    want = shifted_thresholds(cascade.cls_conf, cascade.identifier.cfg.offsets(names), len(names))
+    assert np.allclose(thresholds_for(tiny_artifact, names), want)
