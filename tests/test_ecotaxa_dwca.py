@@ -300,8 +300,10 @@ def test_the_app_exports_carry_the_sample_id_and_metadata(tiny_artifact):
 
     ids = {default_sample_id() for _ in range(3)}
     assert len(ids) == 3 and all(re.fullmatch(r"plankton_app_\d{8}_\d{6}_[0-9a-f]{4}", i) for i in ids)
-    meta, problems = sample_meta("L4", 50.25, -4.217, "2024-05-14", "09:30:00", 0, 10)
-    assert meta == SampleMeta(**(META.as_dict() | {"country_code": ""})) and problems == []  # the app has no country field yet
+    meta, problems = sample_meta("L4", 50.25, -4.217, "2024-05-14", "09:30:00", 0, 10, " gb ")
+    assert meta == SampleMeta(**(META.as_dict() | {"country_code": "GB"})) and problems == []
+    assert sample_meta("L4", 50.25, -4.217, "2024-05-14", "09:30:00", 0, 10, "Britain")[1] == [
+        "sample metadata: country_code 'Britain' is not an ISO 3166-1 alpha-2 country code (e.g. FR, GB, US)"]
     assert sample_meta("", 95, 0, "", "", None, None) == (None, ["sample metadata: latitude 95 is outside -90..90"])
     service = Service.load(app_artifact(tiny_artifact))
     session = service.analyse([str(sorted((EXAMPLES / "frames").iterdir())[0])])
@@ -317,3 +319,15 @@ def test_the_app_exports_carry_the_sample_id_and_metadata(tiny_artifact):
     with zipfile.ZipFile(io.BytesIO(files["dwca.zip"])) as zf:
         assert sorted(zf.namelist()) == ["eml.xml", "event.txt", "extendedmeasurementorfact.txt", "meta.xml", "occurrence.txt"]
         assert zf.read("event.txt").decode().splitlines()[1].startswith("st9\tst9\t\t2024-05-14T09:30:00Z\t50.25")
+
+
+def test_a_name_only_a_person_gave_is_not_called_the_models(tmp_path):
+    """An occurrence whose every object a person named (here a name the
+    model lacks) says so; one the model named says it was the machine's."""
+    objs = [ObjectResult((0, 0, 10, 10), 0.9, "Noctiluca sp", 1.0, (Candidate("Noctiluca sp", 1.0),), corrected=True),
+            ObjectResult((20, 20, 30, 30), 0.9, "Chlorella sp", 0.8, (Candidate("Chlorella sp", 0.8),))]
+    path = write_archive(tmp_path / "dwca.zip", archive_files([Event("s", [FrameResult("f.jpg", 40, 40, objs)], Sample(0.5, 2.0), META)],
+                                                              Taxonomy(), "model-x version 3", "plankton test"))
+    remarks = {o[DWC + "scientificName"]: o[DWC + "identificationRemarks"] for o in _read(path)["s"][1]}
+    assert remarks["Noctiluca"].startswith("named 'Noctiluca sp' by a person") and "machine" not in remarks["Noctiluca"]
+    assert remarks["Chlorella"].startswith("machine identification by model-x version 3") and "not checked by a person" in remarks["Chlorella"]

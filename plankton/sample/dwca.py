@@ -268,11 +268,15 @@ def archive_files(events: list[Event], taxonomy: Taxonomy, model: str, software:
         occs = occurrences(e, taxonomy)
         for occ, occ_id in zip(occs, _unique([occurrence_id(e.sample_id, o.taxon) for o in occs], [o.taxon for o in occs])):
             labels = ", ".join(repr(lb) for lb in occ.labels)
-            checked = f"; {occ.corrected} of {occ.count} objects checked by a person" if occ.corrected else "; not checked by a person"
+            if occ.corrected == occ.count:  # a name a person gave, perhaps one the model does not have
+                remarks = f"named {labels} by a person reviewing the objects of {model} ({software}); all {occ.count} checked"
+            else:
+                checked = f"; {occ.corrected} of {occ.count} objects checked by a person" if occ.corrected else "; not checked by a person"
+                remarks = f"machine identification by {model} ({software}) as {labels}{checked}"
             occ_rows.append({"occurrenceID": occ_id, "eventID": e.sample_id, "scientificName": occ.taxon.scientific_name,
                              "taxonRank": occ.taxon.rank, "kingdom": occ.taxon.kingdom, "scientificNameID": occ.taxon.lsid, "occurrenceStatus": "present",
                              "basisOfRecord": "MachineObservation", "individualCount": occ.count, "identifiedBy": f"{model} ({software})",
-                             "identificationRemarks": f"machine identification by {model} ({software}) as the model's class {labels}{checked}"})
+                             "identificationRemarks": remarks})
             emof_rows += _emof(e.sample_id, occ_id, occ)
     return {"meta.xml": _meta_xml().encode(), "eml.xml": _eml(events, model, software, title).encode(),
             FILES["event"]: _tsv(ev_rows, EVENT_TERMS, "eventID").encode(),

@@ -32,11 +32,11 @@ def upload_key(session) -> str:
     return hashlib.sha1(json.dumps([(f.name, len(f.analysis.detections)) for f in session.frames]).encode()).hexdigest()
 
 
-def sample_meta(station, latitude, longitude, date, time, depth_min, depth_max) -> tuple[SampleMeta | None, list[str]]:
-    """The six fields → (SampleMeta, []) or (None, one line per bad field)."""
+def sample_meta(station, latitude, longitude, date, time, depth_min, depth_max, country_code="") -> tuple[SampleMeta | None, list[str]]:
+    """The fields → (SampleMeta, []) or (None, one line per bad field)."""
     try:
         return parse({"station": station or "", "latitude": latitude, "longitude": longitude, "date": (date or "").strip(),
-                      "time": (time or "").strip(), "depth_min": depth_min, "depth_max": depth_max}), []
+                      "time": (time or "").strip(), "depth_min": depth_min, "depth_max": depth_max, "country_code": (country_code or "").strip()}), []
     except SampleMetaError as e:
         return None, e.problems
 
@@ -138,7 +138,8 @@ def build(ctx: Context) -> None:
                                gr.Textbox("", label="Date (YYYY-MM-DD)", elem_id="sample-date"),
                                gr.Textbox("", label="Time (HH:MM:SS, UTC)", elem_id="sample-time"),
                                gr.Textbox("", label="Depth min (m)", elem_id="depth-min"),
-                               gr.Textbox("", label="Depth max (m)", elem_id="depth-max")]
+                               gr.Textbox("", label="Depth max (m)", elem_id="depth-max"),
+                               gr.Textbox("", label="Country (ISO code, e.g. GB)", placeholder="OBIS asks for it", elem_id="country-code")]
         shown_upload = gr.State(None)
         summary = gr.Markdown(note(None, None), elem_id="sample-note")
         table = gr.Dataframe(headers=CONC_HEADERS, interactive=False, label="Concentration (follows the sliders)", elem_id="concentration")
