@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 
-def test_estimated_counts_and_their_intervals(tmp_path):
-    from plankton.review.compare import count_rows
+def runs_in(tmp_path):
+    """A maker of run folders: the objects' species and concentration.csv's rows (species, count, estimate, low, high)."""
     from plankton.run.runfiles import Run
 
     def run(name, species, est):
@@ -17,6 +17,13 @@ def test_estimated_counts_and_their_intervals(tmp_path):
                                                   + "".join(f"{s},{n},{e},{lo},{hi}\n" for s, n, e, lo, hi in est))
         return Run(folder, [{"species": s, "image": "f.jpg"} for s in species], [])
 
+    return run
+
+
+def test_estimated_counts_and_their_intervals(tmp_path):
+    from plankton.review.compare import count_rows
+
+    run = runs_in(tmp_path)
     a = run("a", ["x", "x", "x", "y"], [("x", 3, 3.5, 2.0, 5.0), ("y", 1, 1.2, 0.5, 2.0), ("total", 4, 4.7, 3, 6)])
     b = run("b", ["x", "y", "y", "y", "y"], [("x", 1, 1.1, 0.8, 1.5), ("y", 4, 4.4, 3.0, 6.0), ("total", 5, 5.5, 4, 7)])
     got = {r["species"]: r for r in count_rows(a, b)}
@@ -30,15 +37,8 @@ def test_compare_rows_add_up_to_the_estimated_total(tmp_path):
     """A species estimated but not counted gets its row; what the tables
     leave out (estimates below their floor) is one ``others`` row."""
     from plankton.review.compare import OTHERS, count_rows
-    from plankton.run.runfiles import Run
 
-    def run(name, species, est):
-        folder = tmp_path / name
-        folder.mkdir()
-        (folder / "concentration.csv").write_text("species,count,count_est,count_est_low,count_est_high\n"
-                                                  + "".join(f"{s},{n},{e},{lo},{hi}\n" for s, n, e, lo, hi in est))
-        return Run(folder, [{"species": s, "image": "f.jpg"} for s in species], [])
-
+    run = runs_in(tmp_path)
     a = run("a", ["x", "x", "x", "y"], [("x", 3, 3.5, 2, 5), ("y", 1, 1.2, 0.5, 2), ("z", 0, 0.8, 0.1, 2), ("total", 4, 6.0, 4, 8)])
     b = run("b", ["x", "y", "y", "y", "y"], [("x", 1, 1.1, 0.8, 1.5), ("y", 4, 4.4, 3, 6), ("total", 5, 5.9, 4, 8)])
     table = count_rows(a, b)
