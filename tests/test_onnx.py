@@ -131,6 +131,15 @@ def test_tampered_onnx_file_fails_the_checksum(onnx_artifact, tmp_path):
 def test_onnx_runtime_is_cpu_only(onnx_artifact):
     with pytest.raises(ArtifactError, match="CPU"):
         load_artifact(onnx_artifact, runtime="onnx", device="meta")
+    # "auto" off the CPU runs PyTorch, and the CPU-only files it passes over are no warning
+    import warnings
+
+    from plankton.artifact.manifest import read_config
+    from plankton.runtime.registry import load_onnx_models
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_onnx_models(onnx_artifact, read_config(onnx_artifact), "auto", device="meta") is None
 
 
 def test_session_options(monkeypatch):

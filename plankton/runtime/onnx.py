@@ -338,7 +338,8 @@ class OnnxRuntime:
         return onnx_status(folder, config) or cpu_only(device, _OrtModule.engine)
 
     def offered(self, folder: Path, config: dict, device: str) -> bool:
-        return has_onnx(folder)
+        # on a GPU, PyTorch is what "auto" should run: CPU-only files passed over are no news (as for INT8)
+        return has_onnx(folder) and torch.device(device).type == "cpu"
 
     def name(self, config: dict) -> str:
         return "onnx"
