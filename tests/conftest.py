@@ -74,6 +74,23 @@ def frame(frames_coco):
     return read_image(frames_coco.path_of(image_id)), frames_coco.xyxy_of(image_id)
 
 
+@pytest.fixture(scope="module")
+def service(tiny_artifact):
+    """The app's Service on the tiny model (a module may define its own)."""
+    from app_utils import app_artifact
+    from plankton_app.service import Service
+
+    return Service.load(app_artifact(tiny_artifact))
+
+
+@pytest.fixture(scope="module")
+def session(service):
+    """A real analysis of one committed frame (models run once, cached)."""
+    from app_utils import FRAMES
+
+    return service.analyse([FRAMES[0]])
+
+
 # ---- shared by test modules that talk to the project's own Hub server
 
 

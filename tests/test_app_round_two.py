@@ -18,20 +18,9 @@ import pytest
 
 from app_utils import FRAMES, REPO, app_artifact
 from plankton.results import NOT_PLANKTON
-from plankton_app.service import Service
 from plankton_app.uploads import InputError
 
 pytestmark = pytest.mark.app
-
-
-@pytest.fixture(scope="module")
-def service(tiny_artifact):
-    return Service.load(app_artifact(tiny_artifact))
-
-
-@pytest.fixture(scope="module")
-def session(service):
-    return service.analyse([FRAMES[0]])
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from app_utils import FRAMES, app_artifact
+from app_utils import FRAMES
 from plankton.results import NOT_PLANKTON
 from plankton_app.service import Service
 from plankton_app.session import Frame, Session
@@ -17,11 +17,6 @@ from plankton_app.tabs import clusters
 from plankton_app.uploads import InputError
 
 BUNDLED = FRAMES[0].parents[3] / "models" / "default"
-
-
-@pytest.fixture(scope="module")
-def service(tiny_artifact):
-    return Service.load(app_artifact(tiny_artifact))
 
 
 @pytest.fixture(scope="module")

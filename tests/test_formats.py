@@ -78,7 +78,6 @@ def test_predict_help_offers_every_format(capsys):
 
 
 def test_the_app_downloads_follow_the_table():
-    pytest.importorskip("gradio")
     from plankton_app.tabs.sample import FILES, LABELS, PUBLISHED
 
     assert FILES[-len(FORMATS):] == [f.download for f in FORMATS]

@@ -8,18 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from app_utils import FRAMES, app_artifact
+from app_utils import FRAMES
 from plankton.results import NOT_PLANKTON
 from plankton_app import render
 from benchmarks.slider import synthetic_session
-from plankton_app.service import Service
 from plankton_app.tabs import review
 from plankton_app.uploads import InputError
-
-
-@pytest.fixture(scope="module")
-def service(tiny_artifact):
-    return Service.load(app_artifact(tiny_artifact))
 
 
 @pytest.fixture(scope="module")

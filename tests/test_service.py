@@ -20,17 +20,6 @@ from plankton_app.uploads import InputError, iter_sources
 
 
 @pytest.fixture(scope="module")
-def service(tiny_artifact):
-    return Service.load(app_artifact(tiny_artifact))
-
-
-@pytest.fixture(scope="module")
-def session(service):
-    """A real analysis of one committed frame (models run once, cached)."""
-    return service.analyse([FRAMES[0]])
-
-
-@pytest.fixture(scope="module")
 def synthetic(service):
     from plankton.images import read_image
 

@@ -7,10 +7,8 @@ runtime's module only to use it. A new runtime is one module whose
 in ``TABLE``."""
 from __future__ import annotations
 
-import fnmatch
 import importlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -30,14 +28,6 @@ class RuntimeSpec:
     def runtime(self):
         """Its ``interface.Runtime`` (imports its module, and so torch)."""
         return importlib.import_module(self.module).RUNTIME
-
-    def has_files(self, folder: str | Path) -> bool:
-        """Whether any of its files is in ``folder``."""
-        folder = Path(folder)
-        return folder.is_dir() and any(p.is_file() and self.matches(p.name) for p in folder.iterdir())
-
-    def matches(self, name: str) -> bool:
-        return any(fnmatch.fnmatch(name, p) for p in self.files)
 
 
 # What runtime="auto" tries, fastest first; PyTorch comes after them all and always works.

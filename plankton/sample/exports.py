@@ -47,8 +47,9 @@ class ExportJob:
     a run re-reads its files and the app cuts from its cache), the scale
     and volume, the place and time, the taxonomy naming the classes,
     ``model`` as people read it (name and version: Darwin Core's
-    identifiedBy, EcoTaxa's ``process_model``), the software, the concentration rows (None: computed from
-    the frames) and where one-line problems go."""
+    identifiedBy, EcoTaxa's ``process_model``), the software, the
+    concentration rows (None: computed from the frames) and where one-line
+    problems go."""
 
     sample_id: str
     frames: tuple[FrameResult, ...]
